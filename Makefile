@@ -1,0 +1,46 @@
+# Two commands do all set-up on a fresh machine:
+#   make reproduce   venv + pinned install + the offline demo workflow (config/config.yaml)
+#   make test        venv + pinned install + lint + the test suite (CPU; GPU tests skip)
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+LOCK ?= requirements/lock-cpu.txt
+CORES ?= all
+STAMP := $(VENV)/.installed
+
+.PHONY: install reproduce test lint format bench lock clean-demo
+
+$(STAMP): pyproject.toml $(LOCK)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# torch first and pinned: an unpinned torch would pull a multi-GB CUDA build.
+	$(BIN)/python -m pip install --quiet -c $(LOCK) torch
+	$(BIN)/python -m pip install --quiet -c $(LOCK) -e ".[dev,bench,slurm]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+reproduce: $(STAMP)
+	$(BIN)/snakemake --cores $(CORES)
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: $(STAMP)
+	$(BIN)/python bench/selection.py
+	$(BIN)/python bench/finetune.py
+
+# Re-pin every dependency after editing pyproject.toml (CPU torch kept at the local build).
+lock: $(STAMP)
+	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^torch==' \
+	  | sed '1i torch==2.13.0' > $(LOCK)

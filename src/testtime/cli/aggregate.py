@@ -1,0 +1,15 @@
+"""`testtime aggregate` (placeholder, to be implemented)."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "aggregate stage (not implemented yet)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    pass
+
+
+def run(args: argparse.Namespace) -> None:
+    raise NotImplementedError("testtime aggregate is not implemented yet")

@@ -1,0 +1,15 @@
+"""`testtime select` (placeholder, to be implemented)."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "select stage (not implemented yet)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    pass
+
+
+def run(args: argparse.Namespace) -> None:
+    raise NotImplementedError("testtime select is not implemented yet")
