@@ -1,0 +1,100 @@
+# Stage data: corpus -> tokenizer -> chunks (pretrain / memory / prompts) -> base LM.
+
+
+rule corpus:
+    output:
+        documents=f"{DATA}/documents.parquet",
+    params:
+        config=RESOLVED_CONFIG,
+        sections=lambda wc: {"seed": config["seed"], "data": config["data"]},
+    conda:
+        "../envs/testtime.yaml"
+    log:
+        f"{LOGS}/corpus.log",
+    benchmark:
+        f"{BENCH}/corpus.tsv"
+    threads: 1
+    shell:
+        "OMP_NUM_THREADS={threads} testtime corpus --config {params.config:q}"
+        " --out {output.documents:q} > {log:q} 2>&1"
+
+
+rule tokenizer:
+    input:
+        documents=rules.corpus.output.documents,
+    output:
+        tokenizer=directory(f"{DATA}/tokenizer"),
+    params:
+        config=RESOLVED_CONFIG,
+        sections=lambda wc: {"seed": config["seed"], "model": config["model"]},
+    conda:
+        "../envs/testtime.yaml"
+    log:
+        f"{LOGS}/tokenizer.log",
+    benchmark:
+        f"{BENCH}/tokenizer.tsv"
+    threads: workflow.cores
+    shell:
+        "OMP_NUM_THREADS={threads} RAYON_NUM_THREADS={threads} testtime tokenizer"
+        " --config {params.config:q} --documents {input.documents:q}"
+        " --out {output.tokenizer:q} > {log:q} 2>&1"
+
+
+rule chunk:
+    input:
+        documents=rules.corpus.output.documents,
+        tokenizer=rules.tokenizer.output.tokenizer,
+    output:
+        pretrain=f"{DATA}/pretrain.parquet",
+        memory=f"{DATA}/memory.parquet",
+        prompts=f"{DATA}/prompts.parquet",
+    params:
+        config=RESOLVED_CONFIG,
+        sections=lambda wc: {
+            "seed": config["seed"],
+            "data": config["data"],
+            "model": config["model"],
+        },
+    conda:
+        "../envs/testtime.yaml"
+    log:
+        f"{LOGS}/chunk.log",
+    benchmark:
+        f"{BENCH}/chunk.tsv"
+    threads: workflow.cores
+    shell:
+        "OMP_NUM_THREADS={threads} RAYON_NUM_THREADS={threads} testtime chunk"
+        " --config {params.config:q} --documents {input.documents:q}"
+        " --tokenizer {input.tokenizer:q} --pretrain-out {output.pretrain:q}"
+        " --memory-out {output.memory:q} --prompts-out {output.prompts:q} > {log:q} 2>&1"
+
+
+# Checkpoints live outside the declared output, so a killed or failed job resumes from them.
+rule pretrain:
+    input:
+        tokenizer=rules.tokenizer.output.tokenizer,
+        pretrain=rules.chunk.output.pretrain,
+    output:
+        model=directory(f"{DATA}/base_model"),
+    params:
+        config=RESOLVED_CONFIG,
+        checkpoints=f"{DATA}/checkpoints",
+        sections=lambda wc: {
+            "seed": config["seed"],
+            "model": config["model"],
+            "seq_len": config["data"]["seq_len"],
+        },
+    resources:
+        gpu=1 if USES_GPU else 0,
+        mem_mb=8000,
+    conda:
+        "../envs/testtime.yaml"
+    log:
+        f"{LOGS}/pretrain.log",
+    benchmark:
+        f"{BENCH}/pretrain.tsv"
+    threads: workflow.cores
+    shell:
+        "OMP_NUM_THREADS={threads} testtime pretrain --config {params.config:q}"
+        " --tokenizer {input.tokenizer:q} --pretrain {input.pretrain:q}"
+        " --checkpoint-dir {params.checkpoints:q} --out {output.model:q} > {log:q} 2>&1"

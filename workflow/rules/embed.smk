@@ -1,0 +1,53 @@
+# Stage embed: frozen embedding model phi over memory (sharded) and prompts, unit-norm fp16.
+
+
+rule embed_memory:
+    input:
+        memory=rules.chunk.output.memory,
+    output:
+        embeddings=f"{DATA}/embeddings/memory.{{shard}}.npy",
+        ids=f"{DATA}/embeddings/memory.{{shard}}.ids.npy",
+    params:
+        config=RESOLVED_CONFIG,
+        num_shards=len(MEMORY_SHARDS),
+        sections=lambda wc: {"embed": config["embed"], "device": config["device"]},
+    resources:
+        gpu=1 if USES_GPU else 0,
+        mem_mb=4000,
+    conda:
+        "../envs/testtime.yaml"
+    log:
+        f"{LOGS}/embed_memory.{{shard}}.log",
+    benchmark:
+        f"{BENCH}/embed_memory.{{shard}}.tsv"
+    threads: workflow.cores
+    shell:
+        "OMP_NUM_THREADS={threads} testtime embed --config {params.config:q}"
+        " --input {input.memory:q} --text-column text --id-column seq_id"
+        " --shard {wildcards.shard} --num-shards {params.num_shards}"
+        " --out {output.embeddings:q} > {log:q} 2>&1"
+
+
+rule embed_prompts:
+    input:
+        prompts=rules.chunk.output.prompts,
+    output:
+        embeddings=f"{DATA}/embeddings/prompts.npy",
+        ids=f"{DATA}/embeddings/prompts.ids.npy",
+    params:
+        config=RESOLVED_CONFIG,
+        sections=lambda wc: {"embed": config["embed"], "device": config["device"]},
+    resources:
+        gpu=1 if USES_GPU else 0,
+        mem_mb=4000,
+    conda:
+        "../envs/testtime.yaml"
+    log:
+        f"{LOGS}/embed_prompts.log",
+    benchmark:
+        f"{BENCH}/embed_prompts.tsv"
+    threads: workflow.cores
+    shell:
+        "OMP_NUM_THREADS={threads} testtime embed --config {params.config:q}"
+        " --input {input.prompts:q} --text-column prompt_text --id-column prompt_id"
+        " --out {output.embeddings:q} > {log:q} 2>&1"

@@ -1,0 +1,85 @@
+# Stage finetune: per method and prompt shard, test-time fine-tuning + bits-per-byte evaluation.
+
+FINETUNE_SECTIONS = lambda wc: {
+    "seed": config["seed"],
+    "finetune": config["finetune"],
+    "select": config["select"],
+    "device": config["device"],
+}
+
+
+# Zero steps: the base model's bpb, computed once and shared by every method.
+rule finetune_base:
+    input:
+        model=rules.pretrain.output.model,
+        prompts=rules.chunk.output.prompts,
+        memory=rules.chunk.output.memory,
+    output:
+        results=f"{DATA}/finetune/base/shard-{{shard}}.parquet",
+    params:
+        config=RESOLVED_CONFIG,
+        num_shards=len(PROMPT_SHARDS),
+        sections=FINETUNE_SECTIONS,
+    resources:
+        gpu=1 if USES_GPU else 0,
+        mem_mb=4000,
+    conda:
+        "../envs/testtime.yaml"
+    log:
+        f"{LOGS}/finetune.base.{{shard}}.log",
+    benchmark:
+        f"{BENCH}/finetune.base.{{shard}}.tsv"
+    threads: 1
+    shell:
+        "OMP_NUM_THREADS={threads} testtime finetune --config {params.config:q} --method base"
+        " --shard {wildcards.shard} --num-shards {params.num_shards}"
+        " --model {input.model:q} --prompts {input.prompts:q} --memory {input.memory:q}"
+        " --out {output.results:q} > {log:q} 2>&1"
+
+
+rule finetune:
+    input:
+        model=rules.pretrain.output.model,
+        prompts=rules.chunk.output.prompts,
+        memory=rules.chunk.output.memory,
+        selection=rules.select.output.selection,
+    output:
+        results=f"{DATA}/finetune/{{method}}/shard-{{shard}}.parquet",
+    params:
+        config=RESOLVED_CONFIG,
+        num_shards=len(PROMPT_SHARDS),
+        sections=FINETUNE_SECTIONS,
+    resources:
+        gpu=1 if USES_GPU else 0,
+        mem_mb=4000,
+    conda:
+        "../envs/testtime.yaml"
+    log:
+        f"{LOGS}/finetune.{{method}}.{{shard}}.log",
+    benchmark:
+        f"{BENCH}/finetune.{{method}}.{{shard}}.tsv"
+    threads: 1
+    shell:
+        "OMP_NUM_THREADS={threads} testtime finetune --config {params.config:q}"
+        " --method {wildcards.method} --shard {wildcards.shard} --num-shards {params.num_shards}"
+        " --model {input.model:q} --prompts {input.prompts:q} --memory {input.memory:q}"
+        " --selection {input.selection:q} --out {output.results:q} > {log:q} 2>&1"
+
+
+rule aggregate:
+    input:
+        shards=finetune_shards,
+    output:
+        per_prompt=f"{RESULTS}/per_prompt.parquet",
+    params:
+        config=RESOLVED_CONFIG,
+    conda:
+        "../envs/testtime.yaml"
+    log:
+        f"{LOGS}/aggregate.log",
+    benchmark:
+        f"{BENCH}/aggregate.tsv"
+    threads: 1
+    shell:
+        "testtime aggregate --config {params.config:q} --inputs {input.shards:q}"
+        " --out {output.per_prompt:q} > {log:q} 2>&1"

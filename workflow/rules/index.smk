@@ -1,0 +1,43 @@
+# Stage index: Faiss index over memory, then the top-K candidates of every prompt.
+
+
+rule index:
+    input:
+        embeddings=memory_embeddings,
+    output:
+        index=f"{DATA}/memory.faiss",
+    params:
+        config=RESOLVED_CONFIG,
+        sections=lambda wc: {"index": config["index"], "seed": config["seed"]},
+    conda:
+        "../envs/testtime.yaml"
+    log:
+        f"{LOGS}/index.log",
+    benchmark:
+        f"{BENCH}/index.tsv"
+    threads: workflow.cores
+    shell:
+        "OMP_NUM_THREADS={threads} testtime index --config {params.config:q}"
+        " --embeddings {input.embeddings:q} --out {output.index:q} > {log:q} 2>&1"
+
+
+rule candidates:
+    input:
+        index=rules.index.output.index,
+        queries=rules.embed_prompts.output.embeddings,
+    output:
+        candidates=f"{DATA}/candidates.parquet",
+    params:
+        config=RESOLVED_CONFIG,
+        sections=lambda wc: {"index": config["index"], "k": config["select"]["k"]},
+    conda:
+        "../envs/testtime.yaml"
+    log:
+        f"{LOGS}/candidates.log",
+    benchmark:
+        f"{BENCH}/candidates.tsv"
+    threads: workflow.cores
+    shell:
+        "OMP_NUM_THREADS={threads} testtime candidates --config {params.config:q}"
+        " --index {input.index:q} --queries {input.queries:q}"
+        " --out {output.candidates:q} > {log:q} 2>&1"

@@ -1,0 +1,66 @@
+# Stage report: the paper's bits-per-byte table and figures, plus DVC metrics and plot data.
+
+
+rule report:
+    input:
+        per_prompt=rules.aggregate.output.per_prompt,
+        selections=sift_selections,
+    output:
+        bpb=report(
+            f"{RESULTS}/bpb.csv",
+            caption="../report/bpb.rst",
+            category="Tables",
+            labels={"name": "bpb.csv"},
+        ),
+        metrics=f"{RESULTS}/metrics.json",
+        uncertainty=f"{RESULTS}/uncertainty.csv",
+        bpb_vs_steps=f"{RESULTS}/bpb_vs_steps.csv",
+        table_md=report(
+            f"{FIGURES}/bpb_table.md",
+            caption="../report/bpb.rst",
+            category="Tables",
+            labels={"name": "bpb table (markdown)"},
+        ),
+        table_tex=f"{FIGURES}/bpb_table.tex",
+        uncertainty_png=report(
+            f"{FIGURES}/uncertainty_vs_error.png",
+            caption="../report/uncertainty.rst",
+            category="Figures",
+            labels={"name": "uncertainty vs error"},
+        ),
+        uncertainty_pdf=f"{FIGURES}/uncertainty_vs_error.pdf",
+        steps_png=report(
+            f"{FIGURES}/bpb_vs_steps.png",
+            caption="../report/steps.rst",
+            category="Figures",
+            labels={"name": "bpb vs steps"},
+        ),
+        steps_pdf=f"{FIGURES}/bpb_vs_steps.pdf",
+        adaptive_png=report(
+            f"{FIGURES}/adaptive_compute.png",
+            caption="../report/adaptive.rst",
+            category="Figures",
+            labels={"name": "adaptive compute"},
+        ),
+        adaptive_pdf=f"{FIGURES}/adaptive_compute.pdf",
+        **LAMBDA_SWEEP_OUTPUT,
+    params:
+        config=RESOLVED_CONFIG,
+        results_dir=lambda wc, output: os.path.dirname(output.bpb),
+        figures_dir=lambda wc, output: os.path.dirname(output.table_md),
+        sections=lambda wc: {
+            "seed": config["seed"],
+            "report": config["report"],
+            "select": config["select"],
+        },
+    conda:
+        "../envs/testtime.yaml"
+    log:
+        f"{LOGS}/report.log",
+    benchmark:
+        f"{BENCH}/report.tsv"
+    threads: 1
+    shell:
+        "testtime report --config {params.config:q} --per-prompt {input.per_prompt:q}"
+        " --selections {input.selections:q} --results-dir {params.results_dir:q}"
+        " --figures-dir {params.figures_dir:q} > {log:q} 2>&1"

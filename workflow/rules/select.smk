@@ -1,0 +1,30 @@
+# Stage select: one selection per method variant (sift, nn, nn_f, us, random, sift_lam<x>).
+
+
+rule select:
+    input:
+        candidates=rules.candidates.output.candidates,
+        memory_embeddings=memory_embeddings,
+        prompt_embeddings=rules.embed_prompts.output.embeddings,
+    output:
+        selection=f"{DATA}/selections/{{method}}.parquet",
+    params:
+        config=RESOLVED_CONFIG,
+        sections=lambda wc: {
+            "seed": config["seed"],
+            "select": config["select"],
+            "device": config["device"],
+        },
+    conda:
+        "../envs/testtime.yaml"
+    log:
+        f"{LOGS}/select.{{method}}.log",
+    benchmark:
+        f"{BENCH}/select.{{method}}.tsv"
+    threads: 1
+    shell:
+        "OMP_NUM_THREADS={threads} testtime select --config {params.config:q}"
+        " --method {wildcards.method} --candidates {input.candidates:q}"
+        " --memory-embeddings {input.memory_embeddings:q}"
+        " --prompt-embeddings {input.prompt_embeddings:q}"
+        " --out {output.selection:q} > {log:q} 2>&1"
