@@ -4,7 +4,7 @@
 |---|---|---|
 | ``full`` | every weight | GPT-2 family (Hübotter et al. 2024, Hardt & Sun 2024) |
 | ``lora`` | low-rank adapters from ``peft`` (rank / alpha / targets from config) | Phi-3 |
-| ``head`` | the last transformer block, the final norm and an *untied* LM head | "transfer learning" TTT |
+| ``head`` | last block, final norm, an *untied* LM head | "transfer learning" TTT |
 
 In ``head`` mode an LM head tied to the input embeddings (GPT-2) stays frozen: training it would
 also move the input embeddings, i.e. more than the head.

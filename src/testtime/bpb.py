@@ -124,7 +124,7 @@ def score_windows(
 
 
 def model_context(model) -> int:
-    """Context length in tokens of a Hugging Face causal LM (n_positions / max_position_embeddings)."""
+    """Context length (tokens) of a HF causal LM: n_positions / max_position_embeddings."""
     cfg = model.config
     for key in ("n_positions", "max_position_embeddings", "n_ctx"):
         value = getattr(cfg, key, None)
