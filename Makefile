@@ -20,8 +20,9 @@ $(STAMP): pyproject.toml $(LOCK)
 
 install: $(STAMP)
 
+# run-workflow.sh = `snakemake --cores all` that also recovers from a SIGKILLed earlier run.
 reproduce: $(STAMP)
-	$(BIN)/snakemake --cores $(CORES)
+	PATH="$(abspath $(BIN)):$$PATH" scripts/run-workflow.sh --cores $(CORES)
 
 test: $(STAMP)
 	$(BIN)/ruff check .

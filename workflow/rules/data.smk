@@ -98,3 +98,17 @@ rule pretrain:
         "OMP_NUM_THREADS={threads} testtime pretrain --config {params.config:q}"
         " --tokenizer {input.tokenizer:q} --pretrain {input.pretrain:q}"
         " --checkpoint-dir {params.checkpoints:q} --out {output.model:q} > {log:q} 2>&1"
+
+
+# Stage target (dvc.yaml runs one stage at a time through these).
+rule stage_data:
+    localrule: True
+    input:
+        rules.chunk.output,
+        rules.tokenizer.output,
+
+
+rule stage_pretrain:
+    localrule: True
+    input:
+        rules.pretrain.output,

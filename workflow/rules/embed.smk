@@ -51,3 +51,11 @@ rule embed_prompts:
         "OMP_NUM_THREADS={threads} testtime embed --config {params.config:q}"
         " --input {input.prompts:q} --text-column prompt_text --id-column prompt_id"
         " --out {output.embeddings:q} > {log:q} 2>&1"
+
+
+# Stage target (dvc.yaml runs one stage at a time through these).
+rule stage_embed:
+    localrule: True
+    input:
+        memory_embeddings,
+        rules.embed_prompts.output,

@@ -83,3 +83,10 @@ rule aggregate:
     shell:
         "testtime aggregate --config {params.config:q} --inputs {input.shards:q}"
         " --out {output.per_prompt:q} > {log:q} 2>&1"
+
+
+# Stage target (dvc.yaml runs one stage at a time through these).
+rule stage_finetune:
+    localrule: True
+    input:
+        rules.aggregate.output,

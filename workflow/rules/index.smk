@@ -41,3 +41,10 @@ rule candidates:
         "OMP_NUM_THREADS={threads} testtime candidates --config {params.config:q}"
         " --index {input.index:q} --queries {input.queries:q}"
         " --out {output.candidates:q} > {log:q} 2>&1"
+
+
+# Stage target (dvc.yaml runs one stage at a time through these).
+rule stage_index:
+    localrule: True
+    input:
+        rules.candidates.output,

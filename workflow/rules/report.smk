@@ -64,3 +64,10 @@ rule report:
         "testtime report --config {params.config:q} --per-prompt {input.per_prompt:q}"
         " --selections {input.selections:q} --results-dir {params.results_dir:q}"
         " --figures-dir {params.figures_dir:q} > {log:q} 2>&1"
+
+
+# Stage target (dvc.yaml runs one stage at a time through these).
+rule stage_report:
+    localrule: True
+    input:
+        REPORT_OUTPUTS,

@@ -28,3 +28,10 @@ rule select:
         " --memory-embeddings {input.memory_embeddings:q}"
         " --prompt-embeddings {input.prompt_embeddings:q}"
         " --out {output.selection:q} > {log:q} 2>&1"
+
+
+# Stage target (dvc.yaml runs one stage at a time through these).
+rule stage_select:
+    localrule: True
+    input:
+        expand(rules.select.output.selection, method=VARIANTS),

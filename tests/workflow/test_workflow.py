@@ -1,0 +1,206 @@
+"""Workflow tests: Snakemake + DVC wiring, checked by running the real tools.
+
+* A bad config (unknown key, wrong type, out-of-range value, N > K for nn, unknown method) fails
+  before any job runs, with a message naming the key.
+* dvc.yaml and the Snakemake DAG name the same outputs (so the two cannot drift).
+* The whole DAG runs on a tiny config (tests/workflow/tiny.yaml) in a temp dir and writes every
+  table and figure; a second invocation has nothing to do; a run killed with SIGKILL (during
+  pre-training) and then with SIGINT (during fine-tuning) resumes with the same command, redoes
+  no finished job, and ends with results identical to the uninterrupted run.
+
+Run only these: `.venv/bin/pytest tests/workflow -m workflow` (about 3-5 minutes on 2 cores).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+TINY = Path(__file__).with_name("tiny.yaml")
+RUN = ["scripts/run-workflow.sh", "--cores", "2", "--configfile", "config/tiny.yaml"]
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    return env
+
+
+def _workdir(root: Path, config_overrides: dict | None = None) -> Path:
+    """A fresh copy of the workflow (Snakefile, rules, profiles, configs) with tiny.yaml."""
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(REPO / "Snakefile", root / "Snakefile")
+    for sub in ("workflow", "config", "scripts"):
+        shutil.copytree(REPO / sub, root / sub, symlinks=False)
+    config = yaml.safe_load(TINY.read_text())
+    for section, values in (config_overrides or {}).items():
+        if isinstance(values, dict) and isinstance(config.get(section), dict):
+            config[section].update(values)
+        else:
+            config[section] = values
+    (root / "config" / "tiny.yaml").write_text(yaml.safe_dump(config))
+    return root
+
+
+def _run(workdir: Path, args: list[str], timeout: float = 900) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        args, cwd=workdir, env=_env(), capture_output=True, text=True, timeout=timeout
+    )
+
+
+def _assert_ok(proc: subprocess.CompletedProcess) -> None:
+    assert proc.returncode == 0, (
+        f"exit {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ({"select": {"lamda": 0.1}}, "lamda"),
+        ({"select": {"k": "ten"}}, "select.k"),
+        ({"select": {"lam": 0}}, "select.lam"),
+        ({"select": {"k": 8, "n": 10}}, "select.n"),
+        ({"select": {"methods": ["sift", "bogus"]}}, "select.methods"),
+        ({"finetune": {"mode": "everything"}}, "finetune.mode"),
+    ],
+)
+def test_bad_config_fails_before_any_job(tmp_path: Path, override: dict, key: str) -> None:
+    workdir = _workdir(tmp_path / "wf", override)
+    proc = _run(workdir, ["snakemake", "-n", "--cores", "1", "--configfile", "config/tiny.yaml"])
+    assert proc.returncode != 0
+    assert key in proc.stdout + proc.stderr
+    assert not (workdir / "data").exists(), "nothing may be written before the config is valid"
+
+
+def test_dvc_and_snakemake_name_the_same_outputs() -> None:
+    """Each Snakemake output lies in exactly one DVC out; each DVC out holds a Snakemake output."""
+    from dvc.repo import Repo
+
+    proc = _run(REPO, ["snakemake", "--summary", "--cores", "1"])
+    _assert_ok(proc)
+    lines = proc.stdout.strip().splitlines()
+    header = lines[0].split("\t")
+    smk_outputs = {Path(line.split("\t")[header.index("output_file")]) for line in lines[1:]}
+    assert smk_outputs, "the Snakemake DAG lists no outputs"
+
+    repo = Repo(str(REPO))
+    dvc_outs = [Path(str(out)) for stage in repo.index.stages for out in stage.outs]
+    assert len(dvc_outs) == len(set(dvc_outs)), "a DVC out is declared twice"
+
+    def covering(path: Path) -> list[Path]:
+        return [out for out in dvc_outs if path == out or out in path.parents]
+
+    uncovered = sorted(str(p) for p in smk_outputs if len(covering(p)) != 1)
+    assert not uncovered, f"Snakemake outputs not in exactly one DVC out: {uncovered}"
+    empty = sorted(
+        str(out) for out in dvc_outs if not any(out == p or out in p.parents for p in smk_outputs)
+    )
+    assert not empty, f"DVC outs that no Snakemake rule writes: {empty}"
+
+
+def _report_outputs(workdir: Path) -> dict[str, pd.DataFrame]:
+    results = workdir / "results" / "tiny"
+    return {
+        "bpb": pd.read_csv(results / "bpb.csv"),
+        "per_prompt": pd.read_parquet(results / "per_prompt.parquet"),
+    }
+
+
+def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 600) -> bool:
+    """Poll until predicate() holds; False if the process ended first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        if proc.poll() is not None:
+            return predicate()
+        time.sleep(0.05)
+    raise TimeoutError("workflow did not reach the kill point in time")
+
+
+@pytest.mark.workflow
+def test_workflow_end_to_end_resumes_after_kills(tmp_path: Path) -> None:
+    # 1. Uninterrupted run: every table and figure, nothing left to do afterwards.
+    clean = _workdir(tmp_path / "clean")
+    _assert_ok(_run(clean, RUN))
+    results, figures = clean / "results" / "tiny", clean / "figures" / "tiny"
+    for name in ("bpb.csv", "metrics.json", "uncertainty.csv", "bpb_vs_steps.csv"):
+        assert (results / name).stat().st_size > 0, name
+    for name in (
+        "bpb_table.md",
+        "bpb_table.tex",
+        "uncertainty_vs_error.png",
+        "uncertainty_vs_error.pdf",
+        "bpb_vs_steps.png",
+        "bpb_vs_steps.pdf",
+        "adaptive_compute.png",
+        "adaptive_compute.pdf",
+        "lambda_sweep.png",
+    ):
+        assert (figures / name).stat().st_size > 0, name
+    bpb = pd.read_csv(results / "bpb.csv")
+    assert list(bpb.columns) == ["domain", "method", "n", "bpb_mean", "bpb_se"]
+    expected_methods = {"base", "sift", "nn", "nn_f", "us", "random", "sift_lam0.1"}
+    assert expected_methods | {"sift_adaptive_a1"} == set(bpb["method"])
+    assert set(bpb["domain"]) == {"all", "Github", "FreeLaw", "DM Mathematics"}
+    pooled = bpb[bpb["domain"] == "all"]
+    assert (pooled["n"] == 6).all(), "3 domains x 2 prompts pooled in the `all` row"
+    assert pooled["bpb_mean"].between(0.1, 20).all()
+    metrics = json.loads((results / "metrics.json").read_text())
+    assert set(metrics["bpb"]) >= expected_methods
+    for path in ("documents.parquet", "memory.faiss", "selections/sift.parquet"):
+        assert (clean / "data" / "tiny" / f"{path}.run.json").is_file(), path
+    again = _run(clean, ["snakemake", "-n", "--cores", "2", "--configfile", "config/tiny.yaml"])
+    _assert_ok(again)
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+    # 2. Same workflow, killed twice, resumed with the same command each time.
+    crash = _workdir(tmp_path / "crash")
+    data = crash / "data" / "tiny"
+
+    def has_checkpoint() -> bool:
+        ckpt = data / "checkpoints"
+        return ckpt.is_dir() and any(ckpt.iterdir())
+
+    proc = subprocess.Popen(RUN, cwd=crash, env=_env(), start_new_session=True)
+    _wait_for(has_checkpoint, proc)
+    os.killpg(proc.pid, signal.SIGKILL)  # no clean-up at all: stale lock, incomplete outputs
+    proc.wait()
+    documents_mtime = (data / "documents.parquet").stat().st_mtime_ns
+
+    def some_finetune_done() -> bool:
+        return any((data / "finetune").glob("*/shard-*.parquet")) if data.is_dir() else False
+
+    proc = subprocess.Popen(RUN, cwd=crash, env=_env(), start_new_session=True)
+    finished_early = not _wait_for(some_finetune_done, proc)
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C
+    proc.wait(timeout=300)
+    done_before = {p: p.stat().st_mtime_ns for p in (data / "finetune").glob("*/shard-*.parquet")}
+
+    _assert_ok(_run(crash, RUN))
+    assert (data / "documents.parquet").stat().st_mtime_ns == documents_mtime, "corpus redone"
+    for path, mtime in done_before.items():
+        assert path.stat().st_mtime_ns == mtime, f"finished job redone: {path}"
+    assert finished_early or done_before, "the second kill point was never reached"
+
+    got, want = _report_outputs(crash), _report_outputs(clean)
+    pd.testing.assert_frame_equal(got["bpb"], want["bpb"])
+    sort = ["method", "prompt_id", "steps"]
+    pd.testing.assert_frame_equal(
+        got["per_prompt"].sort_values(sort).reset_index(drop=True),
+        want["per_prompt"].sort_values(sort).reset_index(drop=True),
+    )
