@@ -1,0 +1,113 @@
+"""Config schema and loader: defaults, errors that name the key, and the shipped configs.
+
+Checks the schema is strict and self-documenting (type, description, default on every leaf),
+that config/*.yaml validate and comment every key, and that the method enum matches the
+selector registry.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from testtime.config import ConfigError, load_config, load_schema, validate_config
+from testtime.methods import SELECTOR_NAMES, adaptive_name, selection_variants, variant_by_name
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _leaves(schema: dict, prefix: str = ""):
+    for key, sub in schema.get("properties", {}).items():
+        path = f"{prefix}{key}"
+        if sub.get("type") == "object":
+            assert sub.get("additionalProperties") is False, f"{path} must be strict"
+            yield from _leaves(sub, path + ".")
+        else:
+            yield path, sub
+
+
+def test_schema_leaves_have_type_description_default() -> None:
+    schema = load_schema()
+    assert schema["additionalProperties"] is False
+    for path, sub in _leaves(schema):
+        assert "type" in sub, path
+        assert sub.get("description"), path
+        assert "default" in sub, path
+
+
+def test_defaults_fill_every_key() -> None:
+    cfg = validate_config({})
+    assert cfg["select"] == {
+        "k": 200,
+        "n": 20,
+        "lam": 1.0,
+        "methods": ["sift", "nn", "nn_f", "us", "random"],
+        "adaptive_alphas": [],
+        "lam_sweep": [],
+    }
+    assert cfg["data"]["split"] == {"pretrain": 0.6, "memory": 0.28, "test": 0.12}
+
+
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        ({"selec": {}}, "'selec' was unexpected"),
+        ({"select": {"k": "ten"}}, "select.k"),
+        ({"select": {"lam": -1.0}}, "select.lam"),
+        ({"select": {"k": 5, "n": 6}}, "select.n"),
+        ({"select": {"methods": ["sift", "bogus"]}}, "select.methods.1"),
+        ({"data": {"split": {"pretrain": 0.5, "memory": 0.5, "test": 0.5}}}, "data.split"),
+        ({"data": {"seq_len": 512}}, "data.seq_len"),
+        ({"model": {"n_embd": 30, "n_head": 4}}, "model.n_head"),
+        ({"model": {"source": "pretrained"}}, "model.name_or_path"),
+        ({"finetune": {"eval_at": [25]}}, "finetune.eval_at"),
+        ({"device": "tpu"}, "device"),
+    ],
+)
+def test_bad_values_name_the_key(raw: dict, key: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(key)):
+        validate_config(raw)
+
+
+def test_nn_free_config_may_select_more_than_k() -> None:
+    cfg = validate_config({"select": {"k": 5, "n": 6, "methods": ["sift", "nn_f"]}})
+    assert cfg["select"]["n"] == 6
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "paper.yaml"])
+def test_shipped_configs_validate_and_comment_every_key(name: str) -> None:
+    path = REPO / "config" / name
+    load_config(path)
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#") or stripped.startswith("- "):
+            continue
+        assert "#" in line, f"{name}:{number} has no comment: {line!r}"
+
+
+def test_load_config_overrides_and_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("name: x\nselect:\n  k: 30\n")
+    cfg = load_config(path, {"select.n": 7})
+    assert (cfg["name"], cfg["select"]["k"], cfg["select"]["n"]) == ("x", 30, 7)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_method_enum_matches_selector_registry() -> None:
+    enum = load_schema()["properties"]["select"]["properties"]["methods"]["items"]["enum"]
+    assert tuple(enum) == SELECTOR_NAMES
+    selection = pytest.importorskip("testtime.selection")
+    assert set(selection.SELECTORS) == set(SELECTOR_NAMES)
+
+
+def test_variants_and_names() -> None:
+    cfg = validate_config({"select": {"lam": 0.1, "lam_sweep": [0.01, 0.1, 1.0]}})
+    names = [v.name for v in selection_variants(cfg)]
+    assert names == ["sift", "nn", "nn_f", "us", "random", "sift_lam0.01", "sift_lam1"]
+    assert variant_by_name(cfg, "sift_lam0.01").lam == 0.01
+    with pytest.raises(ValueError, match="unknown method"):
+        variant_by_name(cfg, "sift_lam5")
+    assert adaptive_name(1.0) == "sift_adaptive_a1"
