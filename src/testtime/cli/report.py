@@ -1,15 +1,96 @@
-"""`testtime report` (placeholder, to be implemented)."""
+"""`testtime report`: the bpb table, metrics, DVC plot data and figures from per-prompt results.
+
+Example (docs/pipeline.md section 6)::
+
+    testtime report --config C --per-prompt results/demo/per_prompt.parquet \\
+        --selections data/demo/selections/sift.parquet \\
+        --results-dir results/demo/ --figures-dir figures/demo/
+"""
 
 from __future__ import annotations
 
 import argparse
 
-HELP = "report stage (not implemented yet)"
+from testtime.cli._common import add_config_argument, load_cli_config
+
+HELP = "write bpb.csv, metrics.json, the paper table and figures from per-prompt results"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    add_config_argument(parser)
+    parser.add_argument("--per-prompt", required=True, help="results/<name>/per_prompt.parquet")
+    parser.add_argument(
+        "--selections",
+        nargs="*",
+        default=[],
+        help="selections/<variant>.parquet of the SIFT variants (named by file stem)",
+    )
+    parser.add_argument("--results-dir", required=True, help="results/<name>/")
+    parser.add_argument("--figures-dir", required=True, help="figures/<name>/")
 
 
 def run(args: argparse.Namespace) -> None:
-    raise NotImplementedError("testtime report is not implemented yet")
+    import sys
+    from pathlib import Path
+
+    import pandas as pd
+
+    from testtime import figures
+    from testtime.io import write_json, write_run_json, write_text
+    from testtime.report import build_report
+
+    cfg = load_cli_config(args)
+    for path in [args.per_prompt, *args.selections]:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"input {path!r} does not exist")
+    selections = {Path(p).stem: pd.read_parquet(p) for p in args.selections}
+    rep = build_report(cfg, pd.read_parquet(args.per_prompt), selections)
+    res, fig = Path(args.results_dir), Path(args.figures_dir)
+    methods = list(dict.fromkeys(rep.bpb["method"]))
+
+    outputs = {
+        res / "bpb.csv": rep.bpb.to_csv(index=False, float_format="%.6g"),
+        res / "uncertainty.csv": rep.uncertainty.to_csv(index=False, float_format="%.6g"),
+        res / "bpb_vs_steps.csv": rep.steps[["method", "steps", "bpb_mean"]].to_csv(
+            index=False, float_format="%.6g"
+        ),
+        fig / "bpb_table.md": figures.table_markdown(rep.bpb, methods),
+        fig / "bpb_table.tex": figures.table_latex(rep.bpb, methods),
+    }
+    for path, text in outputs.items():
+        write_text(path, text)
+    write_json(res / "metrics.json", rep.metrics)
+    figures.plot_uncertainty(
+        rep.uncertainty,
+        cfg["report"]["bins"],
+        rep.metrics["sigma_bpb_pearson"] or float("nan"),
+        rep.metrics["sigma_bpb_spearman"] or float("nan"),
+        [fig / "uncertainty_vs_error.png", fig / "uncertainty_vs_error.pdf"],
+    )
+    figures.plot_bpb_vs_steps(rep.steps, [fig / "bpb_vs_steps.png", fig / "bpb_vs_steps.pdf"])
+    figures.plot_adaptive(
+        rep.steps, rep.adaptive, [fig / "adaptive_compute.png", fig / "adaptive_compute.pdf"]
+    )
+    if cfg["select"]["lam_sweep"]:
+        refs = {m: rep.metrics["bpb"][m] for m in ("nn", "base") if m in rep.metrics["bpb"]}
+        figures.plot_lambda_sweep(rep.lambda_sweep, refs, [fig / "lambda_sweep.png"])
+    for path in [res / "bpb.csv", res / "metrics.json"]:
+        write_run_json(path, cfg, seed=cfg["seed"], extra={"per_prompt": args.per_prompt})
+
+    summary = rep.bpb[rep.bpb["domain"] == "all"]
+    print(
+        " | ".join(
+            f"{figures.method_label(r.method)} {r.bpb_mean:.4f}±{r.bpb_se:.4f}"
+            for r in summary.itertuples()
+        )
+    )
+    for key in ("sift-nn", "sift-base"):
+        if key in rep.metrics["paired"]:
+            d = rep.metrics["paired"][key]
+            print(
+                f"paired {key}: {d['mean']:+.4f} ± {d['se'] or float('nan'):.4f} "
+                f"(better on {100 * d['frac_better']:.0f}% of {d['n']} prompts)"
+            )
+    bad = {m: p for m, p in rep.nan_prompts.items() if p}
+    if bad:
+        print(f"NaN loss, prompts left out: {bad}", file=sys.stderr)

@@ -1,0 +1,253 @@
+"""Paper-style tables (Markdown, LaTeX) and figures (PNG + PDF) from :class:`report.Report`.
+
+Tables follow the paper's layout: one row per domain (plus ``all``), one column per method,
+entries ``100 x bpb`` with the bootstrap SE in parentheses and the best (lowest) entry of each
+row in bold. Figures use matplotlib's Agg backend (no display needed).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+LABELS = {
+    "base": "Base",
+    "us": "US",
+    "nn": "NN",
+    "nn_f": "NN-F",
+    "sift": "SIFT",
+    "random": "Random",
+}
+BPB_AXIS = "bits per byte (lower is better)"
+
+
+def method_label(name: str) -> str:
+    """Display name of a method column.
+
+    >>> method_label("sift_lam0.1"), method_label("sift_adaptive_a2"), method_label("nn_f")
+    ("SIFT λ'=0.1", 'SIFT adaptive α=2', 'NN-F')
+    """
+    if name.startswith("sift_lam"):
+        return f"SIFT λ'={name[8:]}"
+    if name.startswith("sift_adaptive_a"):
+        return f"SIFT adaptive α={name[15:]}"
+    return LABELS.get(name, name)
+
+
+def _cells(table: pd.DataFrame, methods: Sequence[str]) -> tuple[list[str], list[list]]:
+    domains = list(dict.fromkeys(table["domain"]))
+    grid = table.set_index(["domain", "method"])
+    rows = []
+    for d in domains:
+        vals = [grid.loc[(d, m)] if (d, m) in grid.index else None for m in methods]
+        rows.append(vals)
+    return domains, rows
+
+
+def _fmt(cell: pd.Series | None) -> str:
+    if cell is None:
+        return "–"
+    se = cell["bpb_se"]
+    se_txt = "–" if not math.isfinite(se) else f"{100 * se:.1f}"
+    return f"{100 * cell['bpb_mean']:.1f} ({se_txt})"
+
+
+def _best(row: list) -> float:
+    vals = [c["bpb_mean"] for c in row if c is not None]
+    return min(vals) if vals else math.nan
+
+
+def table_markdown(table: pd.DataFrame, methods: Sequence[str]) -> str:
+    """Markdown table: domains x methods, ``100·bpb (SE)``, best per row in bold."""
+    domains, rows = _cells(table, methods)
+    head = "| domain | " + " | ".join(method_label(m) for m in methods) + " |"
+    lines = [head, "|---|" + "---:|" * len(methods)]
+    for d, row in zip(domains, rows, strict=True):
+        best = _best(row)
+        cells = [
+            f"**{_fmt(c)}**" if c is not None and c["bpb_mean"] == best else _fmt(c) for c in row
+        ]
+        lines.append(f"| {d} | " + " | ".join(cells) + " |")
+    note = (
+        "\nBits per byte × 100 of each domain's evaluation text after test-time fine-tuning "
+        "(byte-weighted over prompts; bootstrap SE over prompts in parentheses; lowest per row "
+        "in bold).\n"
+    )
+    return "\n".join(lines) + "\n" + note
+
+
+def _tex_escape(s: str) -> str:
+    return s.replace("_", r"\_").replace("&", r"\&").replace("%", r"\%")
+
+
+def table_latex(table: pd.DataFrame, methods: Sequence[str]) -> str:
+    """LaTeX ``tabular`` (booktabs) with the same content as :func:`table_markdown`."""
+    domains, rows = _cells(table, methods)
+    labels = [
+        _tex_escape(method_label(m)).replace("λ'", r"$\lambda'$").replace("α", r"$\alpha$")
+        for m in methods
+    ]
+    lines = [
+        r"\begin{tabular}{l" + "r" * len(methods) + "}",
+        r"\toprule",
+        "Domain & " + " & ".join(labels) + r" \\",
+        r"\midrule",
+    ]
+    for d, row in zip(domains, rows, strict=True):
+        if d == "all":
+            lines.append(r"\midrule")
+        best = _best(row)
+        cells = []
+        for c in row:
+            txt = _fmt(c).replace("–", "--")
+            cells.append(rf"\textbf{{{txt}}}" if c is not None and c["bpb_mean"] == best else txt)
+        lines.append(_tex_escape(d) + " & " + " & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", ""]
+    return "\n".join(lines)
+
+
+# -------------------------------------------------------------------------------- figures
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"figure.dpi": 120, "savefig.dpi": 150, "font.size": 10})
+    return plt
+
+
+def _save(fig, paths: Sequence[str | Path]) -> None:
+    from testtime.io import atomic_path
+
+    for p in paths:
+        with atomic_path(p) as tmp:
+            fig.savefig(tmp, format=Path(p).suffix[1:], bbox_inches="tight")
+
+
+def plot_uncertainty(
+    unc: pd.DataFrame, bins: int, pearson: float, spearman: float, paths: Sequence[str | Path]
+) -> None:
+    """SIFT's posterior σ_N(x*) (x) vs bpb after fine-tuning (y): prompts + binned means ± SE."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.2, 3.8))
+    if len(unc):
+        x = unc["sigma"].to_numpy(dtype=float)
+        y = unc["bpb"].to_numpy(dtype=float)
+        ax.scatter(x, y, s=10, alpha=0.3, color="tab:gray", label="prompts")
+        n_bins = max(1, min(bins, len(x) // 2))
+        edges = np.unique(np.quantile(x, np.linspace(0, 1, n_bins + 1)))
+        which = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, max(len(edges) - 2, 0))
+        mx, my, se = [], [], []
+        for b in range(max(len(edges) - 1, 1)):
+            sel = which == b
+            if sel.sum() == 0:
+                continue
+            mx.append(x[sel].mean())
+            my.append(y[sel].mean())
+            se.append(y[sel].std(ddof=1) / math.sqrt(sel.sum()) if sel.sum() > 1 else 0.0)
+        r_txt = "n/a" if not math.isfinite(pearson) else f"{pearson:.2f}"
+        rho_txt = "n/a" if not math.isfinite(spearman) else f"{spearman:.2f}"
+        ax.errorbar(
+            mx,
+            my,
+            yerr=se,
+            fmt="o-",
+            color="tab:blue",
+            capsize=3,
+            label=f"binned mean ± SE (Pearson r={r_txt}, Spearman ρ={rho_txt})",
+        )
+    ax.set_xlabel(r"SIFT posterior uncertainty $\sigma_N(x^\star)$")
+    ax.set_ylabel(f"bpb after fine-tuning ({BPB_AXIS.split(' (')[0]})")
+    ax.set_title("Uncertainty predicts the error after test-time fine-tuning")
+    ax.legend(fontsize=8, loc="best")
+    ax.grid(alpha=0.3)
+    _save(fig, paths)
+    plt.close(fig)
+
+
+def plot_bpb_vs_steps(steps: pd.DataFrame, paths: Sequence[str | Path]) -> None:
+    """Mean bpb (byte-weighted over prompts) against gradient steps, one line per method."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.2, 3.8))
+    for method, grp in steps.groupby("method", sort=False):
+        ax.plot(grp["steps"], grp["bpb_mean"], marker="o", ms=3, label=method_label(method))
+    ax.set_xlabel("gradient steps (selected sequences)")
+    ax.set_ylabel(f"mean {BPB_AXIS}")
+    ax.set_title("Test-time fine-tuning: bpb against number of steps")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    _save(fig, paths)
+    plt.close(fig)
+
+
+def plot_adaptive(steps: pd.DataFrame, adaptive: pd.DataFrame, paths: Sequence[str | Path]) -> None:
+    """bpb against average steps: SIFT with a fixed N vs adaptive SIFT at each α."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.2, 3.8))
+    sift = steps[steps["method"] == "sift"]
+    if len(sift):
+        ax.plot(
+            sift["avg_steps"],
+            sift["bpb_mean"],
+            marker="o",
+            ms=3,
+            color="tab:blue",
+            label="SIFT, fixed number of steps",
+        )
+    if len(adaptive):
+        ax.errorbar(
+            adaptive["avg_steps"],
+            adaptive["bpb_mean"],
+            yerr=adaptive["bpb_se"],
+            fmt="s",
+            color="tab:red",
+            capsize=3,
+            label="adaptive SIFT",
+        )
+        for r in adaptive.itertuples():
+            ax.annotate(
+                f"α={r.alpha:g}",
+                (r.avg_steps, r.bpb_mean),
+                textcoords="offset points",
+                xytext=(4, 4),
+                fontsize=8,
+            )
+    ax.set_xlabel("average gradient steps per prompt")
+    ax.set_ylabel(f"mean {BPB_AXIS}")
+    ax.set_title("Compute-proportional test-time fine-tuning")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    _save(fig, paths)
+    plt.close(fig)
+
+
+def plot_lambda_sweep(
+    sweep: pd.DataFrame, references: dict[str, float], paths: Sequence[str | Path]
+) -> None:
+    """SIFT's bpb (all domains, ± SE) against its noise λ′, with reference methods as lines."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.2, 3.8))
+    ax.errorbar(
+        sweep["lam"],
+        sweep["bpb_mean"],
+        yerr=sweep["bpb_se"],
+        fmt="o-",
+        capsize=3,
+        color="tab:blue",
+        label="SIFT",
+    )
+    for (name, value), style in zip(references.items(), ("--", ":", "-."), strict=False):
+        ax.axhline(value, ls=style, color="gray", label=method_label(name))
+    ax.set_xscale("log")
+    ax.set_xlabel("SIFT noise λ′ (log scale)")
+    ax.set_ylabel(f"mean {BPB_AXIS}")
+    ax.set_title("Sensitivity of SIFT to λ′")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, which="both")
+    _save(fig, paths)
+    plt.close(fig)

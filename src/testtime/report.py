@@ -1,0 +1,384 @@
+"""Aggregation and statistics behind the bits-per-byte table, metrics and figures.
+
+Conventions (docs/pipeline.md section 6):
+
+* a method's result for a prompt is its row at the prompt's final step (the largest ``steps``;
+  ``base`` = 0); adaptive SIFT at alpha uses the sift row at that prompt's stop step;
+* ``bpb_mean`` of a set of prompts is byte-weighted: ``sum(nll) / (ln 2 * sum(n_bytes))``;
+* ``bpb_se`` is the standard deviation of that ratio over bootstrap resamples of prompts
+  (``numpy.random.default_rng(seed).integers(0, P, (n_boot, P))``: the same resamples for every
+  method with the same prompts, so SEs of different methods are comparable);
+* paired differences are means of per-prompt bpb differences with a bootstrap SE;
+* prompts whose fine-tuning hit a NaN loss are left out of that method's numbers and listed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import pandas as pd
+
+from testtime.bpb import LN2
+
+METHOD_ORDER = ("base", "us", "nn", "nn_f", "sift", "random")
+KEY = ["prompt_id", "method", "steps"]
+
+
+# ----------------------------------------------------------------------------- aggregation
+def validate_per_prompt(df: pd.DataFrame) -> None:
+    """Reject duplicate (prompt_id, method, steps) rows and methods with prompts lacking base."""
+    need = {"prompt_id", "domain", "method", "steps", "nll", "n_bytes", "bpb", "status"}
+    if missing := need - set(df.columns):
+        raise ValueError(f"per-prompt results lack columns {sorted(missing)}")
+    dup = df[df.duplicated(KEY, keep=False)]
+    if len(dup):
+        first = dup.iloc[0]
+        raise ValueError(
+            f"duplicate result rows for prompt {int(first.prompt_id)}, method "
+            f"{first.method!r}, steps {int(first.steps)} ({len(dup)} rows in all): "
+            "was a shard given twice?"
+        )
+    base = set(df.loc[df["method"] == "base", "prompt_id"])
+    if not base:
+        raise ValueError("per-prompt results have no 'base' rows (the 0-step model)")
+    for method, grp in df[df["method"] != "base"].groupby("method"):
+        lacking = sorted(set(grp["prompt_id"]) - base)
+        if lacking:
+            raise ValueError(f"method {method!r} has prompts without a base result: {lacking[:10]}")
+
+
+def aggregate(paths: Sequence[str | Path]) -> pd.DataFrame:
+    """Concatenate finetune shard tables, sorted by (method, prompt_id, steps), validated."""
+    if not paths:
+        raise ValueError("--inputs: no shard files given")
+    frames = []
+    for p in paths:
+        if not Path(p).is_file():
+            raise FileNotFoundError(f"--inputs: {str(p)!r} does not exist")
+        frames.append(pd.read_parquet(p))
+    df = pd.concat(frames, ignore_index=True).sort_values(["method", "prompt_id", "steps"])
+    df = df.reset_index(drop=True)
+    validate_per_prompt(df)
+    return df
+
+
+# ------------------------------------------------------------------------------ selection
+def final_rows(df: pd.DataFrame, method: str) -> pd.DataFrame:
+    """One row per prompt of ``method``: its row at the largest ``steps``."""
+    rows = df[df["method"] == method]
+    if rows.empty:
+        raise ValueError(f"no results for method {method!r}")
+    idx = rows.groupby("prompt_id")["steps"].idxmax()
+    return rows.loc[idx].sort_values("prompt_id").reset_index(drop=True)
+
+
+def rows_at_steps(df: pd.DataFrame, method: str, stops: Mapping[int, int]) -> pd.DataFrame:
+    """One row per prompt of ``method`` at the prompt's step ``stops[prompt_id]``."""
+    rows = df[df["method"] == method].set_index(["prompt_id", "steps"])
+    out = []
+    for pid, step in sorted(stops.items()):
+        if (pid, step) not in rows.index:
+            raise ValueError(
+                f"method {method!r} has no evaluation of prompt {pid} at step {step}: "
+                "fine-tuning and report must use the same select.adaptive_alphas"
+            )
+        out.append(rows.loc[(pid, step)].to_dict() | {"prompt_id": pid, "steps": step})
+    return pd.DataFrame(out)[list(df.columns)]
+
+
+def split_ok(rows: pd.DataFrame) -> tuple[pd.DataFrame, list[int]]:
+    """Rows with status ok, and the prompt ids left out (NaN loss)."""
+    ok = (rows["status"] == "ok") & np.isfinite(rows["bpb"].to_numpy(dtype=float))
+    return rows[ok].reset_index(drop=True), sorted(int(p) for p in rows.loc[~ok, "prompt_id"])
+
+
+# ------------------------------------------------------------------------------ statistics
+def bootstrap_indices(n: int, n_boot: int, seed: int) -> np.ndarray:
+    """``(n_boot, n)`` resampled prompt indices from ``default_rng(seed)``."""
+    return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+
+
+def byte_weighted_bpb(nll: np.ndarray, n_bytes: np.ndarray) -> float:
+    """``sum(nll) / (ln 2 * sum(n_bytes))`` (bits per byte over the pooled text).
+
+    >>> round(byte_weighted_bpb(np.array([LN2 * 10, LN2 * 2]), np.array([4, 8])), 6)
+    1.0
+    """
+    return float(np.sum(nll) / (LN2 * np.sum(n_bytes)))
+
+
+def bootstrap_bpb_se(nll: np.ndarray, n_bytes: np.ndarray, n_boot: int, seed: int) -> float:
+    """Bootstrap SE (ddof 1) of :func:`byte_weighted_bpb` over prompts; NaN for < 2 prompts."""
+    if len(nll) < 2:
+        return math.nan
+    idx = bootstrap_indices(len(nll), n_boot, seed)
+    ratios = nll[idx].sum(1) / (LN2 * n_bytes[idx].sum(1))
+    return float(ratios.std(ddof=1))
+
+
+def bootstrap_mean_se(x: np.ndarray, n_boot: int, seed: int) -> float:
+    """Bootstrap SE (ddof 1) of the mean of ``x``; NaN for < 2 values."""
+    if len(x) < 2:
+        return math.nan
+    return float(x[bootstrap_indices(len(x), n_boot, seed)].mean(1).std(ddof=1))
+
+
+def bpb_table(
+    results: Mapping[str, pd.DataFrame], *, n_boot: int, seed: int, domains: Sequence[str]
+) -> pd.DataFrame:
+    """``domain, method, n, bpb_mean, bpb_se``: one row per (domain, method) plus ``all``.
+
+    ``results`` maps a method to one ok row per prompt (columns domain, nll, n_bytes).
+    """
+    rows = []
+    for domain in [*domains, "all"]:
+        for method, res in results.items():
+            sub = res if domain == "all" else res[res["domain"] == domain]
+            if sub.empty:
+                continue
+            nll = sub["nll"].to_numpy(dtype=float)
+            nb = sub["n_bytes"].to_numpy(dtype=float)
+            rows.append(
+                {
+                    "domain": domain,
+                    "method": method,
+                    "n": len(sub),
+                    "bpb_mean": byte_weighted_bpb(nll, nb),
+                    "bpb_se": bootstrap_bpb_se(nll, nb, n_boot, seed),
+                }
+            )
+    return pd.DataFrame(rows, columns=["domain", "method", "n", "bpb_mean", "bpb_se"])
+
+
+def paired_difference(
+    a: pd.DataFrame, b: pd.DataFrame, *, n_boot: int, seed: int
+) -> dict[str, float | int]:
+    """Mean over shared prompts of ``bpb_a - bpb_b``, its bootstrap SE, n and P(a better)."""
+    m = a[["prompt_id", "bpb"]].merge(b[["prompt_id", "bpb"]], on="prompt_id")
+    d = (m["bpb_x"] - m["bpb_y"]).to_numpy(dtype=float)
+    if len(d) == 0:
+        raise ValueError("paired difference over no shared prompts")
+    return {
+        "mean": float(d.mean()),
+        "se": bootstrap_mean_se(d, n_boot, seed),
+        "n": len(d),
+        "frac_better": float((d < 0).mean()),
+    }
+
+
+def correlations(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Pearson r and Spearman rho of ``x`` and ``y``; NaN with fewer than 3 points."""
+    from scipy import stats
+
+    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return math.nan, math.nan
+    return float(stats.pearsonr(x, y)[0]), float(stats.spearmanr(x, y)[0])
+
+
+def steps_curve(df: pd.DataFrame, method: str, base: pd.DataFrame) -> pd.DataFrame:
+    """``method, steps, bpb_mean, avg_steps``: byte-weighted bpb after t steps, t on the grid.
+
+    The grid holds step 0 (the base model) and every step evaluated for at least half the
+    method's prompts. A prompt not evaluated at t contributes its row at its largest evaluated
+    step <= t (a prompt whose selection ended early has stopped training), so every point pools
+    the same prompts. ``avg_steps`` is the mean of the steps actually taken.
+    """
+    rows, _ = split_ok(df[df["method"] == method])
+    prompts = sorted(set(rows["prompt_id"]))
+    base_ok = base[base["prompt_id"].isin(prompts)].set_index("prompt_id")
+    counts = rows.groupby("steps")["prompt_id"].nunique()
+    grid = [0, *sorted(int(s) for s in counts.index[counts >= len(prompts) / 2] if s > 0)]
+    by_prompt = {p: g.sort_values("steps") for p, g in rows.groupby("prompt_id")}
+    out = []
+    for t in grid:
+        nll = nb = taken = 0.0
+        for p in prompts:
+            if t == 0:
+                nll += base_ok.loc[p, "nll"]
+                nb += base_ok.loc[p, "n_bytes"]
+                continue
+            g = by_prompt[p]
+            g = g[g["steps"] <= t]
+            if g.empty:
+                r = base_ok.loc[p]
+                step = 0
+            else:
+                r = g.iloc[-1]
+                step = int(r["steps"])
+            nll += float(r["nll"])
+            nb += float(r["n_bytes"])
+            taken += step
+        out.append(
+            {
+                "method": method,
+                "steps": t,
+                "bpb_mean": nll / (LN2 * nb),
+                "avg_steps": taken / len(prompts),
+            }
+        )
+    return pd.DataFrame(out)
+
+
+# -------------------------------------------------------------------------------- report
+class Report(NamedTuple):
+    """Everything the report stage writes (tables are pandas DataFrames)."""
+
+    bpb: pd.DataFrame
+    uncertainty: pd.DataFrame
+    steps: pd.DataFrame
+    adaptive: pd.DataFrame
+    lambda_sweep: pd.DataFrame
+    metrics: dict[str, Any]
+    nan_prompts: dict[str, list[int]]
+
+
+def method_order(methods: Sequence[str], cfg: Mapping[str, Any]) -> list[str]:
+    """Canonical column order: base, us, nn, nn_f, sift, random, λ′ sweep, adaptive rows."""
+    from testtime.methods import adaptive_name
+
+    known = [*METHOD_ORDER]
+    known += sorted((m for m in methods if m.startswith("sift_lam")), key=lambda m: float(m[8:]))
+    known += [adaptive_name(a) for a in cfg["select"]["adaptive_alphas"]]
+    return [m for m in known if m in methods] + sorted(set(methods) - set(known))
+
+
+def _nan_to_none(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _nan_to_none(v) for k, v in x.items()}
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def build_report(
+    cfg: Mapping[str, Any],
+    per_prompt: pd.DataFrame,
+    selections: Mapping[str, pd.DataFrame],
+) -> Report:
+    """Compute every table and metric from per-prompt results and sift selections.
+
+    ``selections`` maps a variant name (``sift``, ``sift_lam0.1``) to its selection table;
+    ``sift`` is needed for the uncertainty plot and adaptive rows.
+    """
+    from testtime.finetune_inputs import adaptive_steps
+    from testtime.methods import adaptive_name, selection_variants
+
+    validate_per_prompt(per_prompt)
+    n_boot = int(cfg["report"]["bootstrap"])
+    seed = int(cfg["seed"])
+    alphas = list(cfg["select"]["adaptive_alphas"])
+    present = list(dict.fromkeys(per_prompt["method"]))
+    results: dict[str, pd.DataFrame] = {}
+    nan_prompts: dict[str, list[int]] = {}
+    avg_steps: dict[str, float] = {}
+    for method in present:
+        rows, bad = split_ok(final_rows(per_prompt, method))
+        results[method], nan_prompts[method] = rows, bad
+        avg_steps[method] = float(rows["steps"].mean()) if len(rows) else math.nan
+
+    sift_sel = selections.get("sift")
+    stops_by_alpha: dict[float, dict[int, int]] = {}
+    if alphas and "sift" in present:
+        if sift_sel is None:
+            raise ValueError("--selections: sift.parquet is needed for select.adaptive_alphas")
+        sift_pids = set(per_prompt.loc[per_prompt["method"] == "sift", "prompt_id"])
+        for pid, grp in sift_sel.sort_values(["prompt_id", "step"]).groupby("prompt_id"):
+            if int(pid) not in sift_pids:
+                continue
+            for a, stop in adaptive_steps(grp["variance"].to_numpy(), alphas).items():
+                stops_by_alpha.setdefault(a, {})[int(pid)] = stop
+        for a in alphas:
+            name = adaptive_name(a)
+            rows, bad = split_ok(rows_at_steps(per_prompt, "sift", stops_by_alpha[float(a)]))
+            results[name], nan_prompts[name] = rows, bad
+            avg_steps[name] = float(rows["steps"].mean()) if len(rows) else math.nan
+
+    order = method_order(list(results), cfg)
+    results = {m: results[m] for m in order}
+    domains = list(dict.fromkeys(per_prompt.sort_values("prompt_id")["domain"]))
+    table = bpb_table(results, n_boot=n_boot, seed=seed, domains=domains)
+
+    # uncertainty: sigma_N(x*) of SIFT's selection vs SIFT's bpb after fine-tuning
+    unc = pd.DataFrame(columns=["prompt_id", "domain", "sigma", "bpb"])
+    pearson = spearman = math.nan
+    if sift_sel is not None and "sift" in results:
+        last = sift_sel.sort_values("step").groupby("prompt_id").tail(1)
+        sigma = last.set_index("prompt_id")["variance"].clip(lower=0).pow(0.5)
+        res = results["sift"]
+        res = res[res["prompt_id"].isin(sigma.index)]
+        unc = pd.DataFrame(
+            {
+                "prompt_id": res["prompt_id"].to_numpy(),
+                "domain": res["domain"].to_numpy(),
+                "sigma": sigma.loc[res["prompt_id"]].to_numpy(dtype=float),
+                "bpb": res["bpb"].to_numpy(dtype=float),
+            }
+        )
+        pearson, spearman = correlations(unc["sigma"].to_numpy(), unc["bpb"].to_numpy())
+
+    base = per_prompt[per_prompt["method"] == "base"]
+    curves = [
+        steps_curve(per_prompt, m, base)
+        for m in order
+        if m in present and m != "base" and not m.startswith("sift_adaptive")
+    ]
+    steps = (
+        pd.concat(curves, ignore_index=True)
+        if curves
+        else pd.DataFrame(columns=["method", "steps", "bpb_mean", "avg_steps"])
+    )
+    all_rows = table[table["domain"] == "all"].set_index("method")
+    adaptive = pd.DataFrame(
+        [
+            {
+                "alpha": float(a),
+                "method": adaptive_name(a),
+                "avg_steps": avg_steps[adaptive_name(a)],
+                "bpb_mean": all_rows.loc[adaptive_name(a), "bpb_mean"],
+                "bpb_se": all_rows.loc[adaptive_name(a), "bpb_se"],
+            }
+            for a in alphas
+            if adaptive_name(a) in all_rows.index
+        ],
+        columns=["alpha", "method", "avg_steps", "bpb_mean", "bpb_se"],
+    )
+    sweep = pd.DataFrame(
+        [
+            {
+                "lam": v.lam,
+                "method": v.name,
+                "bpb_mean": all_rows.loc[v.name, "bpb_mean"],
+                "bpb_se": all_rows.loc[v.name, "bpb_se"],
+            }
+            for v in selection_variants(cfg)
+            if v.selector == "sift" and v.name in all_rows.index
+        ],
+        columns=["lam", "method", "bpb_mean", "bpb_se"],
+    ).sort_values("lam")
+
+    paired: dict[str, Any] = {}
+    if "base" in results:
+        for m in order:
+            if m != "base":
+                paired[f"{m}-base"] = paired_difference(
+                    results[m], results["base"], n_boot=n_boot, seed=seed
+                )
+    if "sift" in results and "nn" in results:
+        paired["sift-nn"] = paired_difference(
+            results["sift"], results["nn"], n_boot=n_boot, seed=seed
+        )
+    metrics = {
+        "bpb": {m: float(all_rows.loc[m, "bpb_mean"]) for m in order if m in all_rows.index},
+        "bpb_se": {m: float(all_rows.loc[m, "bpb_se"]) for m in order if m in all_rows.index},
+        "sigma_bpb_pearson": pearson,
+        "sigma_bpb_spearman": spearman,
+        "avg_steps": {m: avg_steps[m] for m in order},
+        "paired": paired,
+        "n_prompts": {m: len(results[m]) for m in order},
+        "nan_loss_prompts": {m: v for m, v in nan_prompts.items() if v},
+    }
+    return Report(table, unc, steps, adaptive, sweep, _nan_to_none(metrics), nan_prompts)
