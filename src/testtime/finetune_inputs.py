@@ -52,7 +52,7 @@ def adaptive_steps(variances: np.ndarray, alphas: Sequence[float]) -> dict[float
             "select.adaptive_alphas is set but testtime.selection.adaptive_stop_steps "
             f"is not available ({exc})"
         ) from exc
-    trace = torch.as_tensor(np.asarray(variances, dtype=np.float64))[None]
+    trace = torch.tensor(np.asarray(variances, dtype=np.float64))[None]
     n = trace.shape[1] - 1
     return {
         float(a): int(min(max(int(adaptive_stop_steps(trace, float(a))[0]), 0), n)) for a in alphas

@@ -77,10 +77,17 @@ def final_rows(df: pd.DataFrame, method: str) -> pd.DataFrame:
 
 
 def rows_at_steps(df: pd.DataFrame, method: str, stops: Mapping[int, int]) -> pd.DataFrame:
-    """One row per prompt of ``method`` at the prompt's step ``stops[prompt_id]``."""
+    """One row per prompt of ``method`` at the prompt's step ``stops[prompt_id]`` (0 = base row)."""
     rows = df[df["method"] == method].set_index(["prompt_id", "steps"])
+    base = df[df["method"] == "base"].set_index(["prompt_id", "steps"])
     out = []
     for pid, step in sorted(stops.items()):
+        if step == 0 and (pid, 0) not in rows.index and (pid, 0) in base.index:
+            # zero steps is the base model, scored once for all methods
+            out.append(
+                base.loc[(pid, 0)].to_dict() | {"prompt_id": pid, "steps": 0, "method": method}
+            )
+            continue
         if (pid, step) not in rows.index:
             raise ValueError(
                 f"method {method!r} has no evaluation of prompt {pid} at step {step}: "
@@ -185,9 +192,11 @@ def steps_curve(df: pd.DataFrame, method: str, base: pd.DataFrame) -> pd.DataFra
     The grid holds step 0 (the base model) and every step evaluated for at least half the
     method's prompts. A prompt not evaluated at t contributes its row at its largest evaluated
     step <= t (a prompt whose selection ended early has stopped training), so every point pools
-    the same prompts. ``avg_steps`` is the mean of the steps actually taken.
+    the same prompts; prompts with a NaN loss at any step are left out. ``avg_steps`` is the
+    mean of the steps actually taken.
     """
-    rows, _ = split_ok(df[df["method"] == method])
+    rows, bad = split_ok(df[df["method"] == method])
+    rows = rows[~rows["prompt_id"].isin(bad)]  # a NaN-loss prompt leaves the whole curve
     prompts = sorted(set(rows["prompt_id"]))
     base_ok = base[base["prompt_id"].isin(prompts)].set_index("prompt_id")
     counts = rows.groupby("steps")["prompt_id"].nunique()
