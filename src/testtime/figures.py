@@ -200,14 +200,12 @@ def plot_adaptive(steps: pd.DataFrame, adaptive: pd.DataFrame, paths: Sequence[s
             label="SIFT, fixed number of steps",
         )
     if len(adaptive):
-        ax.errorbar(
+        ax.plot(
             adaptive["avg_steps"],
             adaptive["bpb_mean"],
-            yerr=adaptive["bpb_se"],
-            fmt="s",
+            "s",
             color="tab:red",
-            capsize=3,
-            label="adaptive SIFT",
+            label="adaptive SIFT (one point per α)",
         )
         for r in adaptive.itertuples():
             ax.annotate(
