@@ -1,0 +1,123 @@
+"""SIFT: greedy selection that minimises the posterior variance of the query, plus adaptive SIFT.
+
+Objective (Hübotter et al. 2024, arXiv 2410.08020, eq. for SIFT; linear kernel
+k(a, b) = <a, b>, noise lam = λ′):
+
+    x_{n+1} = argmin_{x in candidates} σ²(x* | X_n ∪ {x}),
+    σ²(x* | X) = k(x*, x*) − k_X(x*)ᵀ (K_XX + λ′ I)⁻¹ k_X(x*).
+
+The argmin runs over all K candidates, already selected ones included: a repeat is one more
+observation with noise λ′, so SIFT repeats an informative point only while that beats every
+other point, and stops taking information duplicates once diverse points reduce σ² more.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from testtime.selection._inputs import check_inputs, compute_dtype
+from testtime.selection.posterior import (
+    IncrementalPosterior,
+    Selection,
+    lowest_index_argmin,
+    run_chunked,
+)
+
+
+def adaptive_stop_steps(variances: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Steps adaptive SIFT takes, ``(B,)`` long, from a full SIFT variance trace ``(B, n+1)``.
+
+    Rule (activeft, ``activeft/sift.py`` ``Retriever.batch_search`` at commit 908e363 "Adaptive
+    SIFT"): the n-th point (n = 1, 2, ...) is not taken when
+
+        σ_n > 1 / (α · n),
+
+    where σ_n is the standard deviation (not the variance) of the query after the first n
+    selected points: activeft computes ``uncertainty = sqrt(-values)`` from VTL's acquisition
+    values ``values[n-1] = −σ²(x* | x_1..x_n)`` and ``iteration = n``. Reasoning (paper,
+    adaptive SIFT): σ_n(x*) measures what the model can still learn about the prompt and
+    shrinks as steps are added; while it falls at least as fast as 1/(α n) each step still pays
+    for its compute, and once α·n·σ_n > 1 further steps buy too little, so fine-tuning stops.
+    Compute per prompt thus follows how much the model can still learn about it; a larger α
+    stops earlier. activeft drops every flagged point; here the first flagged point ends the
+    selection (fine-tuning order stays a prefix). The two agree whenever n·σ_n is
+    non-decreasing, the usual case since σ_n decays slower than 1/n.
+
+    Args:
+        variances: ``(B, n+1)``, column i = σ²(x* | first i points) (column 0 is unused).
+        alpha: α > 0.
+
+    >>> v = torch.tensor([[1.0, 0.16, 0.09, 0.0625]])  # σ_n = 0.4, 0.3, 0.25
+    >>> adaptive_stop_steps(v, 1.0), adaptive_stop_steps(v, 2.0), adaptive_stop_steps(v, 3.0)
+    (tensor([3]), tensor([1]), tensor([0]))
+    """
+    if not (isinstance(alpha, int | float) and math.isfinite(alpha) and alpha > 0):
+        raise ValueError(f"alpha must be a finite number > 0, got {alpha!r}")
+    if variances.dim() != 2 or variances.shape[1] < 1:
+        raise ValueError(f"variances must have shape (B, n+1), got {tuple(variances.shape)}")
+    n = variances.shape[1] - 1
+    steps = torch.arange(1, n + 1, device=variances.device, dtype=torch.float64)
+    sigma = variances[:, 1:].double().clamp_min(0).sqrt()
+    flagged = sigma > 1.0 / (alpha * steps)  # (B, n)
+    first = flagged.to(torch.uint8).argmax(dim=-1)
+    return torch.where(flagged.any(dim=-1), first, n)
+
+
+def _sift_choose(state: IncrementalPosterior, step: int) -> torch.Tensor:
+    return lowest_index_argmin(state.scores(), state.rounding(state.query_var))
+
+
+def sift(
+    queries: torch.Tensor,
+    candidates: torch.Tensor,
+    n: int,
+    lam: float = 0.1,
+    alpha: float | None = None,
+    *,
+    dtype: torch.dtype | None = None,
+    gram: bool | None = None,
+    chunk_size: int | None = None,
+) -> Selection:
+    """SIFT (exact, greedy, batched) with optional adaptive stopping.
+
+    Args:
+        queries: ``(B, d)`` floating (fp16/bf16/fp32/fp64), on the device to compute on.
+        candidates: ``(B, K, d)``; row b holds the candidates of query b.
+        n: points to select per query (may exceed K: points repeat).
+        lam: noise variance λ′ > 0 (larger favours diversity).
+        alpha: adaptive SIFT (see :func:`adaptive_stop_steps`); None selects all n.
+        dtype: compute dtype, float32 (default; float64 for float64 inputs) or float64.
+        gram: force (True) or forbid (False) precomputing the ``(B, K, K)`` kernel matrix.
+        chunk_size: queries per chunk (default: bounded memory).
+
+    Returns:
+        :class:`Selection`; ties within float rounding go to the lowest index.
+
+    >>> c = torch.tensor([[[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]]])
+    >>> sel = sift(torch.tensor([[0.8, 0.6]]), c, n=2, lam=0.1)
+    >>> sel.indices.tolist(), [round(v, 4) for v in sel.variances[0].tolist()]
+    ([[0, 2]], [1.0, 0.4182, 0.0909])
+    """
+    check_inputs(queries, candidates, n, lam)
+    stop = None
+    if alpha is not None:
+        if not (isinstance(alpha, int | float) and math.isfinite(alpha) and alpha > 0):
+            raise ValueError(f"alpha must be a finite number > 0 or None, got {alpha!r}")
+
+        def stop(query_var: torch.Tensor, step: int) -> torch.Tensor:
+            # The comparison of adaptive_stop_steps on the stored float32 trace: always agree.
+            return query_var.float().double().clamp_min(0).sqrt() > 1.0 / (alpha * step)
+
+    return run_chunked(
+        queries,
+        candidates,
+        n,
+        lam,
+        lambda rows: _sift_choose,
+        dtype=compute_dtype(queries, dtype),
+        gram=gram,
+        stop=stop,
+        chunk_size=chunk_size,
+    )
