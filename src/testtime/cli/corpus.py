@@ -1,15 +1,24 @@
-"""`testtime corpus` (placeholder, to be implemented)."""
+"""`testtime corpus`: build documents.parquet (demo, hf or jsonl source; docs/pipeline.md §1)."""
 
 from __future__ import annotations
 
 import argparse
 
-HELP = "corpus stage (not implemented yet)"
+from testtime.cli._common import add_config_argument, load_cli_config
+
+HELP = "build the document table split into pretrain / memory / test"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    add_config_argument(parser)
+    parser.add_argument("--out", required=True, help="documents.parquet to write")
 
 
 def run(args: argparse.Namespace) -> None:
-    raise NotImplementedError("testtime corpus is not implemented yet")
+    from testtime.corpus import build_corpus
+    from testtime.io import write_parquet, write_run_json
+
+    config = load_cli_config(args)
+    corpus = build_corpus(config)
+    write_parquet(args.out, corpus.documents)
+    write_run_json(args.out, config, seed=config["seed"], extra={"corpus": corpus.info})

@@ -1,0 +1,131 @@
+"""Corpus builders: documents with Pile domain labels split into pretrain / memory / test.
+
+:func:`build_corpus` dispatches on ``data.source``: ``demo`` reads local text
+(:mod:`~testtime.corpus.demo`, :mod:`~testtime.corpus.mathgen`), ``hf`` / ``jsonl`` stream
+records (:mod:`~testtime.corpus.records`). Both dedupe exact duplicates before the split
+(:mod:`~testtime.corpus.split`) and return the ``documents.parquet`` table.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from testtime.corpus.demo import LOCAL_DOMAINS, MATH_DOMAIN, DemoRoots
+from testtime.corpus.split import DocumentCollector, assign_splits
+from testtime.seeding import derive_seed
+
+__all__ = ["Corpus", "DemoRoots", "build_corpus", "build_demo_documents"]
+
+
+class Corpus(NamedTuple):
+    """The documents table (docs/pipeline.md section 1) and provenance for its run.json."""
+
+    documents: pd.DataFrame
+    info: dict[str, Any]
+
+
+def _collect_local(collector: DocumentCollector, domain: str, roots: DemoRoots, seed: int) -> int:
+    candidates = LOCAL_DOMAINS[domain](roots)
+    if not candidates:
+        raise ValueError(
+            f"config key 'data.domains': demo domain {domain!r} found no source files under "
+            f"{roots} (Ubuntu IRC needs /usr/share/man)"
+        )
+    # Seeded order over the sorted candidates: reading stops once the domain is full.
+    order = np.random.default_rng(derive_seed(seed, "corpus", domain)).permutation(len(candidates))
+    for i in order:
+        source, load = candidates[int(i)]
+        text = load()
+        if text is not None:
+            collector.add(domain, source, text)
+        if collector.full(domain):
+            break
+    return len(candidates)
+
+
+def _collect_math(
+    collector: DocumentCollector, demo_cfg: Mapping[str, Any], seed: int
+) -> dict[str, Any]:
+    from testtime.corpus.mathgen import generate_document, load_generators
+
+    start = time.monotonic()
+    gens = load_generators(seed)
+    need = collector.per_domain
+    bar = tqdm(total=need, desc="DM Mathematics", unit="doc", leave=False)
+    index = 0
+    while not collector.full(MATH_DOMAIN) and index < 3 * need:
+        if time.monotonic() - start > demo_cfg["math_max_seconds"]:
+            bar.close()
+            raise ValueError(
+                f"config key 'data.demo.math_max_seconds': math generation exceeded "
+                f"{demo_cfg['math_max_seconds']} s after {len(collector.docs[MATH_DOMAIN])} of "
+                f"{need} documents; raise it or lower data.docs_per_domain"
+            )
+        doc = generate_document(gens, index, demo_cfg["math_examples_per_doc"], seed)
+        if doc is not None and collector.add(MATH_DOMAIN, *doc):
+            bar.update(1)
+        index += 1
+    bar.close()
+    return {
+        "generators": [name for name, _ in gens.working],
+        "skipped_generators": gens.skipped,
+        "seconds": round(time.monotonic() - start, 2),
+    }
+
+
+def build_demo_documents(
+    data_cfg: Mapping[str, Any], seed: int, roots: DemoRoots | None = None
+) -> tuple[DocumentCollector, dict[str, Any]]:
+    """Collect ``data.docs_per_domain`` distinct documents per demo domain."""
+    roots = roots or DemoRoots.default()
+    known = (*LOCAL_DOMAINS, MATH_DOMAIN)
+    unknown = [d for d in data_cfg["domains"] if d not in known]
+    if unknown:
+        raise ValueError(
+            f"config key 'data.domains': the demo source has no domain {unknown}; known: {known}"
+        )
+    collector = DocumentCollector(
+        data_cfg["domains"], data_cfg["docs_per_domain"], data_cfg["max_doc_chars"]
+    )
+    info: dict[str, Any] = {
+        "roots": {
+            "stdlib": str(roots.stdlib),
+            "site_packages": [str(p) for p in roots.site_packages],
+            "share": str(roots.share) if roots.share else None,
+        },
+        "candidates": {},
+    }
+    for domain in tqdm(data_cfg["domains"], desc="corpus", unit="domain"):
+        if domain == MATH_DOMAIN:
+            info["math"] = _collect_math(collector, data_cfg["demo"], seed)
+        else:
+            info["candidates"][domain] = _collect_local(collector, domain, roots, seed)
+    collector.check_counts("in the local demo sources")
+    return collector, info
+
+
+def build_corpus(config: Mapping[str, Any], roots: DemoRoots | None = None) -> Corpus:
+    """Build the documents table for ``config`` (demo, hf or jsonl source)."""
+    data_cfg = config["data"]
+    if data_cfg["source"] == "demo":
+        collector, info = build_demo_documents(data_cfg, config["seed"], roots)
+    else:
+        from testtime.corpus.records import collect_records
+
+        collector, info = collect_records(data_cfg)
+    documents = assign_splits(
+        collector.docs, data_cfg["split"], config["seed"], min_test=data_cfg["prompts_per_domain"]
+    )
+    info.update(
+        n_duplicates_dropped=collector.n_duplicates,
+        n_short_dropped=collector.n_short,
+        counts=documents.groupby(["domain", "split"]).size().unstack(fill_value=0).to_dict("index"),
+        sources=documents["source"].tolist(),
+    )
+    return Corpus(documents, info)

@@ -1,0 +1,231 @@
+"""Local text sources of the offline demo corpus, one per Pile-named domain.
+
+Everything is read from what the project's own install put on the machine (the Python standard
+library and the venv's site-packages); ``/usr/share`` adds more when present but is never
+required for the five default domains.
+
+| domain | local source |
+|---|---|
+| Github | standard-library ``.py`` files (test suites excluded) |
+| StackExchange | standard-library docstrings (module, classes, functions), one doc per module |
+| Pile-CC | package long descriptions (METADATA) by section; ``/usr/share/doc/*/README*`` |
+| FreeLaw | licence files of installed packages; ``/usr/share/common-licenses``, Debian copyrights |
+| Ubuntu IRC | man pages (``/usr/share/man``, roff stripped to text); needs ``/usr/share`` |
+
+DM Mathematics comes from :mod:`testtime.corpus.mathgen`. Each domain lists its candidates as
+``(source, load)`` pairs in sorted order; ``load()`` returns the text or None. Paths are
+arguments (:class:`DemoRoots`) so tests point the builder at a tiny synthetic tree.
+"""
+
+from __future__ import annotations
+
+import ast
+import gzip
+import re
+import sysconfig
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from importlib import metadata
+from pathlib import Path
+
+Candidate = tuple[str, Callable[[], str | None]]
+
+EXCLUDED_DIRS = frozenset({"test", "tests", "site-packages", "dist-packages", "__pycache__"})
+LICENCE_NAME = re.compile(r"^(LICEN[CS]E|COPYING|NOTICE|COPYRIGHT)", re.IGNORECASE)
+README_NAME = re.compile(r"^README", re.IGNORECASE)
+MAN_SECTIONS = ("man1", "man5", "man8")
+
+
+@dataclass(frozen=True)
+class DemoRoots:
+    """Where the demo sources live: stdlib dir, site-packages dirs, optional /usr/share."""
+
+    stdlib: Path
+    site_packages: tuple[Path, ...]
+    share: Path | None = None
+
+    @classmethod
+    def default(cls) -> DemoRoots:
+        """This interpreter's stdlib and site-packages, and /usr/share when it exists."""
+        paths = sysconfig.get_paths()
+        site = tuple(dict.fromkeys(Path(paths[k]) for k in ("purelib", "platlib")))
+        share = Path("/usr/share")
+        return cls(Path(paths["stdlib"]), site, share if share.is_dir() else None)
+
+
+def read_text(path: Path) -> str | None:
+    """UTF-8 text of a file (gzip-transparent); None for binary or unreadable files."""
+    try:
+        raw = gzip.open(path).read() if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError):
+        return None
+    if b"\x00" in raw:
+        return None
+    return raw.decode("utf-8", errors="replace")
+
+
+def _walk(root: Path, pattern: str) -> list[Path]:
+    if not root.is_dir():
+        return []
+    return sorted(
+        p
+        for p in root.rglob(pattern)
+        if p.is_file() and not EXCLUDED_DIRS.intersection(p.relative_to(root).parts[:-1])
+    )
+
+
+def github(roots: DemoRoots) -> list[Candidate]:
+    """Standard-library Python sources."""
+    return [(str(p), partial(read_text, p)) for p in _walk(roots.stdlib, "*.py")]
+
+
+def module_docstrings(path: Path) -> str | None:
+    """Module, class and function docstrings of one Python file, as one document."""
+    source = read_text(path)
+    if source is None:
+        return None
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return None
+    parts = []
+    doc = ast.get_docstring(tree)
+    if doc:
+        parts.append(f"{path.stem}\n\n{doc}")
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            doc = ast.get_docstring(node)
+            if doc:
+                kind = "class" if isinstance(node, ast.ClassDef) else "def"
+                parts.append(f"{kind} {node.name}\n\n{doc}")
+    return "\n\n".join(parts) if parts else None
+
+
+def stackexchange(roots: DemoRoots) -> list[Candidate]:
+    """Standard-library docstrings, one document per module."""
+    return [(f"docstrings:{p}", partial(module_docstrings, p)) for p in _walk(roots.stdlib, "*.py")]
+
+
+def _distributions(roots: DemoRoots) -> list[metadata.Distribution]:
+    dists = metadata.distributions(path=[str(p) for p in roots.site_packages])
+    by_path = {str(getattr(d, "_path", d.metadata["Name"])): d for d in dists}
+    return [by_path[k] for k in sorted(by_path)]
+
+
+def _description(dist: metadata.Distribution) -> str:
+    meta = dist.metadata
+    return meta.get_payload() or meta.get("Description") or ""
+
+
+_HEADING = re.compile(r"^(#{1,3} \S.*|[=\-~^*]{3,})$")
+SECTION_CHARS = 2000
+
+
+def sections(text: str, min_chars: int = SECTION_CHARS) -> list[str]:
+    r"""Split a README at Markdown / reStructuredText headings into parts of >= ``min_chars``.
+
+    Consecutive sections are merged until a part is long enough; a short tail joins the last
+    part. Long package descriptions thus give several web-page-sized documents.
+
+    >>> parts = sections("# A\n" + "a" * 30 + "\n# B\n" + "b" * 30 + "\n# C\nc", 20)
+    >>> [p.splitlines()[0] for p in parts], parts[1].endswith("# C\nc")
+    (['# A', '# B'], True)
+    """
+    lines = text.splitlines()
+    starts = [0]
+    for i, line in enumerate(lines):
+        if i and _HEADING.match(line.strip()):
+            # an rst underline belongs to the title line above it
+            start = i - 1 if line.strip()[0] in "=-~^*" else i
+            if start > starts[-1]:
+                starts.append(start)
+    blocks = ["\n".join(lines[a:b]) for a, b in zip(starts, [*starts[1:], len(lines)], strict=True)]
+    parts: list[str] = []
+    current = ""
+    for block in blocks:
+        current = f"{current}\n{block}" if current else block
+        if len(current.strip()) >= min_chars:
+            parts.append(current.strip())
+            current = ""
+    if current.strip():
+        if parts:
+            parts[-1] = f"{parts[-1]}\n{current.strip()}"
+        else:
+            parts.append(current.strip())
+    return parts
+
+
+def pile_cc(roots: DemoRoots) -> list[Candidate]:
+    """Package long descriptions (METADATA) cut into sections, then /usr/share/doc READMEs."""
+    out: list[Candidate] = []
+    for dist in _distributions(roots):
+        source = f"metadata:{dist.metadata['Name']}=={dist.version}"
+        for i, part in enumerate(sections(_description(dist))):
+            out.append((f"{source}#{i}", partial(str, part)))
+    if roots.share is not None:
+        for p in sorted((roots.share / "doc").glob("*/*")):
+            if README_NAME.match(p.name) and p.is_file():
+                out.append((str(p), partial(read_text, p)))
+    return out
+
+
+def free_law(roots: DemoRoots) -> list[Candidate]:
+    """Licence texts of installed packages, common licences and Debian copyright files."""
+    paths = [
+        p for root in roots.site_packages for p in _walk(root, "*") if LICENCE_NAME.match(p.name)
+    ]
+    if roots.share is not None:
+        paths += _walk(roots.share / "common-licenses", "*")
+        paths += sorted((roots.share / "doc").glob("*/copyright"))
+    return [(str(p), partial(read_text, p)) for p in sorted(set(paths))]
+
+
+_ROFF_FONT = re.compile(r"\\f(\[[^\]]*\]|\(..|.)")
+_ROFF_ESCAPE = re.compile(r"\\(\(..|\[[^\]]*\]|[-e&|^ ]|.)")
+
+
+def man_to_text(roff: str) -> str:
+    r"""Strip roff markup from a man page, keeping headings and prose.
+
+    >>> man_to_text('.TH LS 1\n.SH NAME\nls \\- list \\fBfiles\\fR\n.\\" note')
+    'NAME\nls - list files'
+    """
+    lines = []
+    for line in roff.splitlines():
+        if line.startswith(('.\\"', "'\\\"", '.\\"')):
+            continue
+        if line.startswith((".SH", ".SS")):
+            line = line[3:].strip().strip('"')
+        elif line.startswith((".B ", ".I ", ".BR ", ".IR ", ".BI ", ".IB ", ".RB ", ".RI ")):
+            line = line.split(" ", 1)[1]
+        elif line.startswith((".", "'")):
+            continue
+        line = _ROFF_FONT.sub("", line)
+        line = _ROFF_ESCAPE.sub(lambda m: {"\\-": "-", "\\e": "\\"}.get(m.group(0), ""), line)
+        lines.append(line)
+    return "\n".join(lines).strip()
+
+
+def _man_page(path: Path) -> str | None:
+    text = read_text(path)
+    return man_to_text(text) if text else None
+
+
+def ubuntu_irc(roots: DemoRoots) -> list[Candidate]:
+    """Man pages (sections 1, 5, 8) as text; empty without /usr/share."""
+    if roots.share is None:
+        return []
+    paths = [p for s in MAN_SECTIONS for p in sorted((roots.share / "man" / s).glob("*"))]
+    return [(str(p), partial(_man_page, p)) for p in paths if p.is_file()]
+
+
+LOCAL_DOMAINS: dict[str, Callable[[DemoRoots], list[Candidate]]] = {
+    "Github": github,
+    "StackExchange": stackexchange,
+    "Pile-CC": pile_cc,
+    "FreeLaw": free_law,
+    "Ubuntu IRC": ubuntu_irc,
+}
+MATH_DOMAIN = "DM Mathematics"
+DEMO_DOMAINS = (*LOCAL_DOMAINS, MATH_DOMAIN)

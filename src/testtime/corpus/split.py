@@ -1,0 +1,153 @@
+"""Exact deduplication, truncation and the document-level pretrain / memory / test split.
+
+Shared by the offline demo builder and the records (HF datasets / JSONL) source, so both
+produce the same ``documents.parquet`` contract (docs/pipeline.md section 1).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+
+from testtime.seeding import derive_seed
+
+SPLITS = ("pretrain", "memory", "test")
+MIN_DOC_CHARS = 200  # shorter documents yield no 16-token chunk worth embedding
+
+
+class Document(NamedTuple):
+    """One document before the split: its domain, provenance string and text."""
+
+    domain: str
+    source: str
+    text: str
+
+
+def normalise(text: str) -> str:
+    """Whitespace-collapsed text used for exact-duplicate detection.
+
+    >>> normalise("  a\\n\\tb  c ")
+    'a b c'
+    """
+    return " ".join(text.split())
+
+
+class DocumentCollector:
+    """Collects documents per domain, dropping exact duplicates (after truncation) across domains.
+
+    ``add`` returns True when the document was kept. A domain stops accepting documents once it
+    holds ``per_domain``; near-duplicates (e.g. licence variants) are kept on purpose.
+
+    >>> c = DocumentCollector(["a"], per_domain=2, max_chars=300)
+    >>> c.add("a", "s1", "x" * 250), c.add("a", "s2", " " + "x" * 250), c.add("a", "s3", "y" * 250)
+    (True, False, True)
+    >>> c.full("a"), c.n_duplicates
+    (True, 1)
+    """
+
+    def __init__(self, domains: Sequence[str], per_domain: int, max_chars: int) -> None:
+        self.per_domain = per_domain
+        self.max_chars = max_chars
+        self.docs: dict[str, list[Document]] = {d: [] for d in domains}
+        self._seen: set[bytes] = set()
+        self.n_duplicates = 0
+        self.n_short = 0
+
+    def full(self, domain: str) -> bool:
+        return len(self.docs[domain]) >= self.per_domain
+
+    def all_full(self) -> bool:
+        return all(self.full(d) for d in self.docs)
+
+    def add(self, domain: str, source: str, text: str) -> bool:
+        if domain not in self.docs or self.full(domain):
+            return False
+        text = text.strip()[: self.max_chars].strip()
+        if len(text) < MIN_DOC_CHARS:
+            self.n_short += 1
+            return False
+        key = hashlib.sha256(normalise(text).encode("utf-8")).digest()
+        if key in self._seen:
+            self.n_duplicates += 1
+            return False
+        self._seen.add(key)
+        self.docs[domain].append(Document(domain, source, text))
+        return True
+
+    def check_counts(self, where: str) -> None:
+        """ValueError naming data.docs_per_domain and each domain that came up short."""
+        short = {d: len(v) for d, v in self.docs.items() if len(v) < self.per_domain}
+        if short:
+            detail = ", ".join(f"{d!r} has {n}" for d, n in short.items())
+            raise ValueError(
+                f"config key 'data.docs_per_domain': {self.per_domain} documents requested per "
+                f"domain but {detail} distinct documents of at least {MIN_DOC_CHARS} characters "
+                f"({where}); lower data.docs_per_domain or drop the domain from data.domains"
+            )
+
+
+def split_counts(n: int, fractions: Mapping[str, float]) -> dict[str, int]:
+    """Documents per split for ``n`` documents; memory and test get at least one each.
+
+    >>> split_counts(400, {"pretrain": 0.6, "memory": 0.28, "test": 0.12})
+    {'pretrain': 240, 'memory': 112, 'test': 48}
+    """
+    n_test = max(1, round(fractions["test"] * n))
+    n_mem = max(1, round(fractions["memory"] * n))
+    n_pre = n - n_test - n_mem
+    if n_pre < 1:
+        raise ValueError(
+            f"config key 'data.docs_per_domain': {n} documents cannot fill three splits"
+        )
+    return {"pretrain": n_pre, "memory": n_mem, "test": n_test}
+
+
+def assign_splits(
+    docs: Mapping[str, Sequence[Document]],
+    fractions: Mapping[str, float],
+    seed: int,
+    min_test: int = 1,
+) -> pd.DataFrame:
+    """Shuffle each domain's documents with the seed and cut them into the three splits.
+
+    Returns the documents table: ``doc_id`` int64 (0..D-1, ordered by domain, split, source),
+    ``domain``, ``split``, ``source``, ``text``. Each document lands in exactly one split.
+    ``min_test`` (data.prompts_per_domain) is checked against the test split size.
+    """
+    rows = []
+    for domain, items in docs.items():
+        counts = split_counts(len(items), fractions)
+        if counts["test"] < min_test:
+            raise ValueError(
+                f"config key 'data.prompts_per_domain': {min_test} prompts per domain but the "
+                f"test split of {domain!r} holds {counts['test']} documents; raise "
+                "data.docs_per_domain or data.split.test"
+            )
+        rng = np.random.default_rng(derive_seed(seed, "split", domain))
+        order = rng.permutation(len(items))
+        start = 0
+        for split in SPLITS:
+            for i in order[start : start + counts[split]]:
+                d = items[int(i)]
+                rows.append((d.domain, split, d.source, d.text))
+            start += counts[split]
+    frame = pd.DataFrame(rows, columns=["domain", "split", "source", "text"])
+    domain_rank = {d: i for i, d in enumerate(docs)}
+    split_rank = {s: i for i, s in enumerate(SPLITS)}
+    frame = frame.sort_values(
+        ["domain", "split", "source"],
+        key=lambda col: (
+            col.map(domain_rank)
+            if col.name == "domain"
+            else col.map(split_rank)
+            if col.name == "split"
+            else col
+        ),
+        kind="stable",
+    ).reset_index(drop=True)
+    frame.insert(0, "doc_id", np.arange(len(frame), dtype=np.int64))
+    return frame
