@@ -1,15 +1,54 @@
-"""`testtime chunk` (placeholder, to be implemented)."""
+"""`testtime chunk`: tokenise documents into pretrain / memory sequences and test prompts."""
 
 from __future__ import annotations
 
 import argparse
 
-HELP = "chunk stage (not implemented yet)"
+from testtime.cli._common import add_config_argument, load_cli_config
+
+HELP = "chunk documents into fixed-length token sequences and build test prompts"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    add_config_argument(parser)
+    parser.add_argument("--documents", required=True, help="documents.parquet (corpus stage)")
+    parser.add_argument("--tokenizer", required=True, help="tokenizer directory")
+    parser.add_argument("--pretrain-out", required=True, help="pretrain.parquet to write")
+    parser.add_argument("--memory-out", required=True, help="memory.parquet to write")
+    parser.add_argument("--prompts-out", required=True, help="prompts.parquet to write")
 
 
 def run(args: argparse.Namespace) -> None:
-    raise NotImplementedError("testtime chunk is not implemented yet")
+    import pandas as pd
+
+    from testtime.chunking import check_seq_len, chunk_documents, make_prompts
+    from testtime.io import write_parquet, write_run_json
+    from testtime.tokenizer import load_tokenizer
+
+    config = load_cli_config(args)
+    data = config["data"]
+    tok = load_tokenizer(args.tokenizer)
+    n_positions = config["model"]["n_positions"] if config["model"]["source"] == "train" else None
+    check_seq_len(data["seq_len"], tok, n_positions)
+    docs = pd.read_parquet(args.documents)
+    outputs = {}
+    for split, out in (("pretrain", args.pretrain_out), ("memory", args.memory_out)):
+        part = docs[docs["split"] == split]
+        if part.empty:
+            raise ValueError(f"--documents {args.documents!r} has no {split} documents")
+        outputs[out] = chunk_documents(part, tok, data["seq_len"])
+    prompts = make_prompts(
+        docs[docs["split"] == "test"],
+        tok,
+        data["prompts_per_domain"],
+        data["prompt_tokens"],
+        data["eval_tokens"],
+        list(data["domains"]),
+    )
+    outputs[args.prompts_out] = prompts
+    for out, frame in outputs.items():
+        write_parquet(out, frame)
+        counts = frame.groupby("domain").size().to_dict()
+        tokens = int(frame["n_tokens"].sum()) if "n_tokens" in frame else None
+        extra = {"rows": len(frame), "rows_per_domain": counts, "tokens": tokens}
+        write_run_json(out, config, seed=config["seed"], extra=extra)
