@@ -1,0 +1,215 @@
+"""Test-time fine-tuning loop: equals a plain torch/HF loop, resets per prompt, batched path
+agrees with the one-prompt loop, modes train only their parameters, NaN losses are contained.
+
+Run: .venv/bin/pytest tests/unit/test_finetune.py
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+
+from tests.unit.tiny_lm import tiny_gpt2
+from testtime.adapters import select_trainable, wrap_lora
+from testtime.finetune import Finetuner, PromptJob, TrainSettings
+
+V = 64
+
+
+def _job(pid: int, n_steps: int, seed: int, eval_steps=None, lengths=(5, 20)) -> PromptJob:
+    gen = torch.Generator().manual_seed(seed)
+    train = [
+        torch.randint(1, V, (int(torch.randint(*lengths, (1,), generator=gen)),), generator=gen)
+        for _ in range(n_steps)
+    ]
+    eval_ids = torch.cat(
+        [torch.zeros(1, dtype=torch.long), torch.randint(1, V, (40,), generator=gen)]
+    )
+    steps = eval_steps if eval_steps is not None else tuple(range(n_steps + 1))
+    return PromptJob(pid, train, eval_ids, 50, steps)
+
+
+def _reference_nll(model, eval_ids: torch.Tensor, context: int) -> float:
+    """Plain scoring: disjoint windows, log-softmax of the HF model's logits."""
+    model.eval()
+    total = 0.0
+    with torch.no_grad():
+        for lo in range(0, len(eval_ids) - 1, context):
+            x = eval_ids[lo : lo + context]
+            y = eval_ids[lo + 1 : lo + 1 + context]
+            logp = torch.log_softmax(model(x[: len(y)][None]).logits[0], -1)
+            total -= logp[torch.arange(len(y)), y].sum().item()
+    return total
+
+
+def _plain_loop(model, job: PromptJob, settings: TrainSettings, context: int) -> dict[int, float]:
+    """The naive Hugging Face recipe: copy the model, AdamW/Adam, loss via labels=."""
+    m = copy.deepcopy(model)
+    cls = torch.optim.AdamW if settings.optimizer == "adamw" else torch.optim.Adam
+    opt = cls(m.parameters(), lr=settings.lr, eps=settings.eps, weight_decay=settings.weight_decay)
+    out = {0: _reference_nll(m, job.eval_ids, context)}
+    for t, seq in enumerate(job.train_ids, 1):
+        m.train()
+        loss = m(seq[None], labels=seq[None]).loss
+        opt.zero_grad()
+        loss.backward()
+        if settings.grad_clip:
+            torch.nn.utils.clip_grad_norm_(m.parameters(), settings.grad_clip)
+        opt.step()
+        out[t] = _reference_nll(m, job.eval_ids, context)
+    return out
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        TrainSettings(lr=1e-3),
+        TrainSettings(optimizer="adamw", lr=3e-3, weight_decay=0.1, grad_clip=0.5),
+    ],
+)
+def test_sequential_loop_equals_plain_hf_loop(settings):
+    model = tiny_gpt2(V, n_positions=16)
+    job = _job(0, 3, seed=1, lengths=(5, 16))
+    expected = _plain_loop(model, job, settings, context=16)
+    base_state = copy.deepcopy(model.state_dict())
+    tuner = Finetuner(model, select_trainable(model, "full"), settings)
+    rows = tuner.run_sequential(job)
+    assert [r.steps for r in rows] == [0, 1, 2, 3]
+    for r in rows:
+        assert r.status == "ok"
+        assert r.nll == pytest.approx(expected[r.steps], rel=1e-5)
+        assert r.bpb == pytest.approx(expected[r.steps] / (math.log(2) * 50), rel=1e-5)
+    assert rows[3].nll != pytest.approx(rows[0].nll, rel=1e-6)  # training did something
+    # after one plain step, the parameters also agree one by one
+    tuner.run_sequential(_job(0, 1, seed=1, eval_steps=(1,), lengths=(5, 16)))
+    plain = tiny_gpt2(V, n_positions=16)
+    plain.load_state_dict(base_state)
+    cls = torch.optim.AdamW if settings.optimizer == "adamw" else torch.optim.Adam
+    opt = cls(
+        plain.parameters(), lr=settings.lr, eps=settings.eps, weight_decay=settings.weight_decay
+    )
+    seq = job.train_ids[0][None]
+    plain.train()
+    plain(seq, labels=seq).loss.backward()
+    if settings.grad_clip:
+        torch.nn.utils.clip_grad_norm_(plain.parameters(), settings.grad_clip)
+    opt.step()
+    for (name, p), q in zip(model.named_parameters(), plain.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_parameters_reset_between_prompts():
+    model = tiny_gpt2(V)
+    tuner = Finetuner(model, select_trainable(model, "full"), TrainSettings(lr=1e-2))
+    a, b = _job(0, 4, seed=2), _job(1, 3, seed=3)
+    alone = tuner.run_sequential(b)
+    tuner.run_sequential(a)
+    after = tuner.run_sequential(b)
+    assert [r.nll for r in after] == pytest.approx([r.nll for r in alone], rel=1e-6)
+    # and in the batched path, b's rows do not depend on its batch neighbour
+    pair = tuner.run_batched([a, b])
+    assert [r.nll for r in pair[1]] == pytest.approx([r.nll for r in alone], rel=1e-4)
+
+
+@pytest.mark.parametrize("mode", ["full", "head", "lora"])
+def test_batched_path_equals_one_prompt_loop(mode):
+    model = tiny_gpt2(V)
+    if mode == "lora":
+        model = wrap_lora(
+            model, {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["c_attn"]}, seed=0
+        )
+        # peft starts B at zero; move it so the first step's gradient reaches A too
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                if "lora_B" in n:
+                    p.normal_(0, 0.02)
+    settings = TrainSettings(optimizer="adamw", lr=5e-3, weight_decay=0.01, grad_clip=1.0)
+    tuner = Finetuner(model, select_trainable(model, mode), settings)
+    jobs = [_job(0, 2, 4, (0, 2)), _job(1, 4, 5, (1, 3, 4)), _job(2, 3, 6)]
+    sequential = [tuner.run_sequential(j) for j in jobs]
+    batched = tuner.run_batched(jobs)
+    for s_rows, b_rows in zip(sequential, batched, strict=True):
+        assert [r.steps for r in b_rows] == [r.steps for r in s_rows]
+        assert [r.nll for r in b_rows] == pytest.approx([r.nll for r in s_rows], rel=1e-4)
+
+
+def _changed(model, before: dict[str, torch.Tensor]) -> set[str]:
+    return {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+
+
+def test_head_mode_changes_only_last_block_and_final_norm():
+    model = tiny_gpt2(V, tied=False)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    tuner = Finetuner(model, select_trainable(model, "head"), TrainSettings(lr=1e-2))
+    tuner.run_sequential(_job(0, 2, seed=7, eval_steps=(2,)))
+    changed = _changed(model, before)
+    allowed = {n for n in before if n.startswith(("transformer.h.1.", "transformer.ln_f."))}
+    allowed.add("lm_head.weight")  # untied: the head is trained
+    assert changed and changed <= allowed
+    assert "lm_head.weight" in changed and "transformer.h.1.mlp.c_fc.weight" in changed
+
+
+def test_head_mode_keeps_tied_embeddings_frozen():
+    model = tiny_gpt2(V, tied=True)
+    names = select_trainable(model, "head")
+    assert "transformer.wte.weight" not in names
+    assert all(n.startswith(("transformer.h.1.", "transformer.ln_f.")) for n in names)
+
+
+def test_lora_mode_changes_only_adapters():
+    model = wrap_lora(
+        tiny_gpt2(V), {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": None}, seed=0
+    )
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    tuner = Finetuner(model, select_trainable(model, "lora"), TrainSettings(lr=1e-2))
+    rows = tuner.run_sequential(_job(0, 3, seed=8, eval_steps=(0, 3)))
+    changed = _changed(model, before)
+    assert changed and all("lora_" in n for n in changed)
+    assert any("lora_B" in n for n in changed)
+    assert rows[1].nll != pytest.approx(rows[0].nll, rel=1e-7)
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_nan_loss_stops_only_that_prompt(batched):
+    model = tiny_gpt2(V, tied=False)
+    with torch.no_grad():
+        model.transformer.wte.weight[7] = float("nan")  # token 7 poisons any sequence holding it
+    good = _job(0, 3, seed=9)
+    bad = _job(1, 3, seed=10)
+    for job in (good, bad):
+        for seq in job.train_ids:
+            seq[seq == 7] = 8
+        job.eval_ids[job.eval_ids == 7] = 8
+    bad.train_ids[1][0] = 7
+    tuner = Finetuner(model, select_trainable(model, "full"), TrainSettings(lr=1e-3))
+    rows = (
+        tuner.run_batched([good, bad])
+        if batched
+        else [tuner.run_sequential(j) for j in (good, bad)]
+    )
+    assert [r.status for r in rows[0]] == ["ok"] * 4
+    assert [(r.steps, r.status) for r in rows[1]] == [
+        (0, "ok"),
+        (1, "ok"),
+        (2, "nan_loss"),
+        (3, "nan_loss"),
+    ]
+    assert math.isnan(rows[1][2].bpb) and math.isfinite(rows[1][1].bpb)
+
+
+def test_score_base_equals_reference():
+    model = tiny_gpt2(V, n_positions=16)
+    jobs = [_job(0, 1, 11), _job(1, 1, 12)]
+    tuner = Finetuner(model, select_trainable(model, "full"), TrainSettings())
+    rows = tuner.score_base(jobs)
+    for j, r in zip(jobs, rows, strict=True):
+        assert r.steps == 0
+        assert r.nll == pytest.approx(_reference_nll(model, j.eval_ids, 16), rel=1e-5)
+
+
+def test_job_rejects_eval_steps_beyond_selection():
+    with pytest.raises(ValueError, match="eval steps"):
+        _job(0, 2, 1, eval_steps=(3,))
