@@ -1,0 +1,193 @@
+"""Report statistics and files on a small synthetic results table: byte-weighted bpb, bootstrap
+SE recomputed with numpy, paired differences, steps curves, adaptive rows, NaN handling, the
+paper table and every output file of `testtime report`.
+
+Run: .venv/bin/pytest tests/unit/test_report.py
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+import testtime.selection
+from testtime.cli import main
+from testtime.figures import table_markdown
+from testtime.report import (
+    aggregate,
+    bpb_table,
+    build_report,
+    paired_difference,
+    steps_curve,
+    validate_per_prompt,
+)
+
+LN2 = math.log(2)
+SEED = 3
+
+
+def _row(pid, domain, method, steps, bpb, n_bytes, status="ok"):
+    return (pid, domain, method, steps, bpb * LN2 * n_bytes, n_bytes, bpb, status)
+
+
+def _table() -> pd.DataFrame:
+    """4 prompts (2 domains); base, nn and sift evaluated at steps 1 and 2."""
+    n_bytes = [100, 300, 200, 400]
+    domain = ["A", "A", "B", "B"]
+    base = [2.0, 3.0, 1.0, 2.5]
+    rows = []
+    for p in range(4):
+        rows.append(_row(p, domain[p], "base", 0, base[p], n_bytes[p]))
+        for s in (1, 2):
+            rows.append(_row(p, domain[p], "nn", s, base[p] - 0.1 * s, n_bytes[p]))
+            rows.append(_row(p, domain[p], "sift", s, base[p] - 0.2 * s - 0.01 * p, n_bytes[p]))
+    cols = ["prompt_id", "domain", "method", "steps", "nll", "n_bytes", "bpb", "status"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def _selection() -> pd.DataFrame:
+    rows = []
+    for p, decay in enumerate([0.9, 0.5, 0.7, 0.3]):
+        rows += [(p, 0, -1, 1.0), (p, 1, 5, decay), (p, 2, 6, decay**2)]
+    return pd.DataFrame(rows, columns=["prompt_id", "step", "memory_id", "variance"])
+
+
+def _cfg(**select) -> dict:
+    from testtime.config import validate_config
+
+    sel = {"n": 2, "k": 10, "methods": ["sift", "nn"]} | select
+    return validate_config({"seed": SEED, "select": sel, "report": {"bootstrap": 200}})
+
+
+def test_byte_weighted_mean_and_bootstrap_se_against_numpy():
+    df = _table()
+    final = {m: df[(df.method == m) & (df.steps == df[df.method == m].steps.max())]
+             for m in ("base", "sift")}  # fmt: skip
+    table = bpb_table(final, n_boot=200, seed=SEED, domains=["A", "B"])
+    row = table[(table.domain == "A") & (table.method == "base")].iloc[0]
+    assert row.n == 2
+    assert row.bpb_mean == pytest.approx((2.0 * 100 + 3.0 * 300) / 400)  # hand-computed
+    # independent bootstrap: numpy Generator seeded with the config seed, ratio of sums
+    sift = final["sift"]
+    nll, nb = sift["nll"].to_numpy(), sift["n_bytes"].to_numpy()
+    rng = np.random.default_rng(SEED)
+    idx = rng.integers(0, 4, size=(200, 4))
+    ratios = [nll[i].sum() / (LN2 * nb[i].sum()) for i in idx]
+    got = table[(table.domain == "all") & (table.method == "sift")].iloc[0]
+    assert got.bpb_mean == pytest.approx(nll.sum() / (LN2 * nb.sum()))
+    assert got.bpb_se == pytest.approx(np.std(ratios, ddof=1))
+
+
+def test_paired_difference_is_mean_of_per_prompt_differences():
+    df = _table()
+    a = df[(df.method == "sift") & (df.steps == 2)]
+    b = df[(df.method == "nn") & (df.steps == 2)]
+    d = paired_difference(a, b, n_boot=200, seed=SEED)
+    diffs = np.array([-0.2 - 0.01 * p for p in range(4)])
+    assert d["mean"] == pytest.approx(diffs.mean())
+    assert d["n"] == 4 and d["frac_better"] == 1.0
+    idx = np.random.default_rng(SEED).integers(0, 4, size=(200, 4))
+    assert d["se"] == pytest.approx(diffs[idx].mean(1).std(ddof=1))
+
+
+def test_steps_curve_pools_prompts_and_carries_forward():
+    df = _table()
+    df = df[~((df.method == "nn") & (df.prompt_id == 3) & (df.steps == 2))]  # prompt 3 stopped
+    curve = steps_curve(df, "nn", df[df.method == "base"])
+    assert curve["steps"].tolist() == [0, 1, 2]
+    base = np.array([2.0, 3.0, 1.0, 2.5])
+    nb = np.array([100, 300, 200, 400])
+    at2 = np.array([1.8, 2.8, 0.8, 2.4])  # prompt 3 keeps its step-1 value
+    assert curve["bpb_mean"].iloc[0] == pytest.approx((base * nb).sum() / nb.sum())
+    assert curve["bpb_mean"].iloc[2] == pytest.approx((at2 * nb).sum() / nb.sum())
+    assert curve["avg_steps"].iloc[2] == pytest.approx(7 / 4)
+
+
+def test_validation_rejects_duplicates_and_missing_base():
+    df = _table()
+    with pytest.raises(ValueError, match="duplicate result rows for prompt 0"):
+        validate_per_prompt(pd.concat([df, df.iloc[[0]]]))
+    with pytest.raises(ValueError, match="without a base result: \\[2\\]"):
+        validate_per_prompt(df[~((df.method == "base") & (df.prompt_id == 2))])
+
+
+def test_aggregate_concatenates_shards(tmp_path):
+    df = _table()
+    df[df.prompt_id % 2 == 0].to_parquet(tmp_path / "s0.parquet")
+    df[df.prompt_id % 2 == 1].to_parquet(tmp_path / "s1.parquet")
+    out = aggregate([tmp_path / "s0.parquet", tmp_path / "s1.parquet"])
+    assert len(out) == len(df)
+    with pytest.raises(FileNotFoundError, match="nope"):
+        aggregate([tmp_path / "nope.parquet"])
+
+
+def _stop_at_one(variances: torch.Tensor, alpha: float) -> torch.Tensor:
+    return torch.ones(variances.shape[0], dtype=torch.long)
+
+
+def test_report_numbers(monkeypatch):
+    monkeypatch.setattr(testtime.selection, "adaptive_stop_steps", _stop_at_one, raising=False)
+    df = _table()
+    df.loc[(df.method == "nn") & (df.prompt_id == 1) & (df.steps == 2),
+           ["nll", "bpb", "status"]] = [np.nan, np.nan, "nan_loss"]  # fmt: skip
+    rep = build_report(_cfg(adaptive_alphas=[2.0]), df, {"sift": _selection()})
+    assert rep.nan_prompts["nn"] == [1]
+    assert rep.metrics["n_prompts"]["nn"] == 3
+    assert rep.metrics["nan_loss_prompts"] == {"nn": [1]}
+    nb = np.array([100, 300, 200, 400])
+    sift1 = np.array([1.8, 2.79, 0.78, 2.27])  # adaptive: every prompt stops at step 1
+    assert rep.metrics["bpb"]["sift_adaptive_a2"] == pytest.approx((sift1 * nb).sum() / nb.sum())
+    assert rep.metrics["avg_steps"] == {
+        "base": 0.0, "nn": 2.0, "sift": 2.0, "sift_adaptive_a2": 1.0
+    }  # fmt: skip
+    # uncertainty: sigma = sqrt(last variance) = decay per prompt
+    assert rep.uncertainty["sigma"].to_numpy() == pytest.approx([0.9, 0.5, 0.7, 0.3])
+    # ranks of sigma 4,2,3,1 vs of bpb 2,4,1,3: rho = 1 - 6 * 16 / (4 * 15)
+    assert rep.metrics["sigma_bpb_spearman"] == pytest.approx(-0.6)
+    assert list(dict.fromkeys(rep.bpb.method)) == ["base", "nn", "sift", "sift_adaptive_a2"]
+    assert rep.metrics["paired"]["sift-nn"]["n"] == 3  # nn's NaN prompt is not paired
+
+
+def test_markdown_table_bolds_best_per_row():
+    rep = build_report(_cfg(), _table(), {"sift": _selection()})
+    md = table_markdown(rep.bpb, ["base", "nn", "sift"])
+    row_a = next(line for line in md.splitlines() if line.startswith("| A "))
+    cells = [c.strip() for c in row_a.strip("|").split("|")]
+    assert cells[0] == "A" and cells[3].startswith("**") and "**" not in cells[1] + cells[2]
+    assert cells[1].startswith("275.0 (")  # 100 x (2*100 + 3*300)/400
+
+
+def test_cli_report_writes_every_file(tmp_path):
+    df = _table()
+    df.to_parquet(tmp_path / "pp.parquet")
+    _selection().to_parquet(tmp_path / "sift.parquet")
+    lam = df[df.method == "sift"].assign(method="sift_lam0.1")
+    lam = lam.assign(bpb=lam.bpb + 0.05, nll=lam.nll + 0.05 * LN2 * lam.n_bytes)
+    pd.concat([df, lam]).to_parquet(tmp_path / "pp.parquet")
+    cfg = {"seed": SEED, "select": {"n": 2, "k": 10, "methods": ["sift", "nn"],
+                                    "lam_sweep": [0.1]}, "report": {"bootstrap": 50}}  # fmt: skip
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    res, fig = tmp_path / "results", tmp_path / "figures"
+    code = main(["report", "--config", str(tmp_path / "c.yaml"), "--per-prompt",
+                 str(tmp_path / "pp.parquet"), "--selections", str(tmp_path / "sift.parquet"),
+                 "--results-dir", str(res), "--figures-dir", str(fig)])  # fmt: skip
+    assert code == 0
+    for name in ("bpb.csv", "metrics.json", "uncertainty.csv", "bpb_vs_steps.csv"):
+        assert (res / name).stat().st_size > 0
+    for name in ("bpb_table.md", "bpb_table.tex", "uncertainty_vs_error.png",
+                 "uncertainty_vs_error.pdf", "bpb_vs_steps.png", "bpb_vs_steps.pdf",
+                 "adaptive_compute.png", "adaptive_compute.pdf", "lambda_sweep.png"):  # fmt: skip
+        assert (fig / name).stat().st_size > 0, name
+    bpb = pd.read_csv(res / "bpb.csv")
+    assert list(bpb.columns) == ["domain", "method", "n", "bpb_mean", "bpb_se"]
+    assert set(bpb.domain) == {"A", "B", "all"}
+    metrics = json.loads((res / "metrics.json").read_text())
+    assert set(metrics["bpb"]) == {"base", "nn", "sift", "sift_lam0.1"}
+    assert metrics["sigma_bpb_pearson"] is not None
+    assert list(pd.read_csv(res / "bpb_vs_steps.csv").columns) == ["method", "steps", "bpb_mean"]
