@@ -1,15 +1,28 @@
-"""`testtime bench` (placeholder, to be implemented)."""
+"""`testtime bench`: run a benchmark module, e.g. ``testtime bench selection --repeats 5``."""
 
 from __future__ import annotations
 
 import argparse
 
-HELP = "bench stage (not implemented yet)"
+HELP = "run a benchmark against its baseline (selection: SIFT vs activeft; finetune)"
+
+TARGETS = {
+    "selection": "testtime.benchmarks.selection",
+    "finetune": "testtime.benchmarks.finetune",
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument("target", choices=sorted(TARGETS), help="which benchmark")
+    parser.add_argument(
+        "args", nargs=argparse.REMAINDER, help="options of that benchmark (see its --help)"
+    )
 
 
 def run(args: argparse.Namespace) -> None:
-    raise NotImplementedError("testtime bench is not implemented yet")
+    import importlib
+
+    module = importlib.import_module(TARGETS[args.target])
+    status = module.main(args.args)
+    if status:
+        raise SystemExit(status)

@@ -1,15 +1,79 @@
-"""`testtime select` (placeholder, to be implemented)."""
+"""`testtime select`: run one selection method variant over every prompt (docs/pipeline.md §4)."""
 
 from __future__ import annotations
 
 import argparse
 
-HELP = "select stage (not implemented yet)"
+from testtime.cli._common import add_config_argument, load_cli_config
+
+HELP = "select n memory sequences per prompt from its K candidates (sift, nn, nn_f, us, random)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    add_config_argument(parser)
+    parser.add_argument("--method", required=True, help="variant name, e.g. sift, nn, sift_lam0.01")
+    parser.add_argument("--candidates", required=True, help="candidates.parquet (K rows/prompt)")
+    parser.add_argument(
+        "--memory-embeddings", nargs="+", required=True, help="memory.I.npy shards (+ .ids.npy)"
+    )
+    parser.add_argument("--prompt-embeddings", required=True, help="prompts.npy (+ .ids.npy)")
+    parser.add_argument("--out", required=True, help="selections/<method>.parquet to write")
+    parser.add_argument("--batch-prompts", type=int, default=512, help="prompts per batch")
 
 
 def run(args: argparse.Namespace) -> None:
-    raise NotImplementedError("testtime select is not implemented yet")
+    import time
+
+    import pyarrow as pa
+
+    from testtime.device import resolve_device
+    from testtime.io import write_parquet, write_run_json
+    from testtime.methods import variant_by_name
+    from testtime.seeding import generator_for
+    from testtime.selection.pipeline import read_candidates, read_embeddings, select_table
+
+    if args.batch_prompts < 1:
+        raise ValueError(f"--batch-prompts must be >= 1, got {args.batch_prompts}")
+    config = load_cli_config(args)
+    variant = variant_by_name(config, args.method)
+    device = resolve_device(config["device"])
+    n, seed = config["select"]["n"], config["seed"]
+    candidates = read_candidates(args.candidates)
+    memory = read_embeddings(args.memory_embeddings, "--memory-embeddings")
+    prompts = read_embeddings([args.prompt_embeddings], "--prompt-embeddings")
+
+    def generator_of(prompt_id: int):
+        return generator_for(seed, prompt_id, variant.name)
+
+    start = time.perf_counter()
+    table = select_table(
+        candidates,
+        memory,
+        prompts,
+        variant.selector,
+        n,
+        variant.lam,
+        device=device,
+        generator_of=generator_of if variant.selector == "random" else None,
+        batch_size=args.batch_prompts,
+    )
+    seconds = time.perf_counter() - start
+    schema = pa.schema(
+        [
+            ("prompt_id", pa.int64()),
+            ("step", pa.int32()),
+            ("memory_id", pa.int64()),
+            ("variance", pa.float32()),
+        ]
+    )
+    write_parquet(args.out, pa.Table.from_pandas(table, schema=schema, preserve_index=False))
+    extra = {
+        "method": variant.name,
+        "selector": variant.selector,
+        "lam": variant.lam,
+        "n": n,
+        "k": int(candidates.memory_ids.shape[1]),
+        "prompts": int(candidates.memory_ids.shape[0]),
+        "seconds": round(seconds, 3),
+    }
+    write_run_json(args.out, config, seed=seed, device=str(device), extra=extra)

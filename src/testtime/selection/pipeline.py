@@ -1,0 +1,173 @@
+"""The select stage on files: candidates + embeddings in, one selection table out.
+
+Inputs and output follow docs/pipeline.md §4: ``candidates.parquet`` (K rows per prompt, sorted
+by prompt_id, rank), memory embedding shards ``X.npy`` float16 ``(N, d)`` with ``X.ids.npy``
+(memory_id per row), the prompt embeddings likewise (prompt_id per row). The output has one row
+per prompt and step 0..stopped: ``prompt_id`` int64, ``step`` int32, ``memory_id`` int64 (-1 at
+step 0), ``variance`` float32 (σ²(x* | first ``step`` points); step 0 is k(x*, x*)).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+import torch
+
+from testtime.embedding import ids_path
+from testtime.io import load_npy
+
+
+class Candidates(NamedTuple):
+    """Per-prompt candidate lists: ``prompt_ids`` ``(P,)``, ``memory_ids`` ``(P, K)`` by rank."""
+
+    prompt_ids: np.ndarray
+    memory_ids: np.ndarray
+
+
+class Embeddings(NamedTuple):
+    """Vectors ``(N, d)`` (as stored, float16 in the pipeline) and the id of each row ``(N,)``."""
+
+    vectors: np.ndarray
+    ids: np.ndarray
+
+    def rows_of(self, ids: np.ndarray, what: str) -> np.ndarray:
+        """Row index of each id in ``ids`` (any shape); ValueError naming ``what`` if absent."""
+        order = np.argsort(self.ids, kind="stable")
+        pos = np.searchsorted(self.ids, ids, sorter=order).clip(0, len(self.ids) - 1)
+        rows = order[pos]
+        missing = self.ids[rows] != ids
+        if missing.any():
+            bad = np.unique(np.asarray(ids)[missing])[:5].tolist()
+            raise ValueError(f"{what}: ids {bad} (of {int(missing.sum())}) have no embedding")
+        return rows
+
+
+def read_candidates(path: str | os.PathLike[str]) -> Candidates:
+    """Read and check ``candidates.parquet``: exactly K rows per prompt, ranks 0..K-1."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--candidates: file {str(path)!r} does not exist")
+    df = pd.read_parquet(path, columns=["prompt_id", "rank", "memory_id"])
+    where = f"--candidates {str(path)!r}"
+    if df.empty:
+        raise ValueError(f"{where} has no rows")
+    df = df.sort_values(["prompt_id", "rank"], kind="stable")
+    counts = df.groupby("prompt_id", sort=True).size()
+    k = int(counts.iloc[0])
+    if (counts != k).any():
+        raise ValueError(
+            f"{where}: prompts have different numbers of candidates "
+            f"({sorted(set(counts.tolist()))[:5]}); expected exactly K rows per prompt"
+        )
+    ranks = df["rank"].to_numpy().reshape(-1, k)
+    if not (ranks == np.arange(k)).all():
+        raise ValueError(f"{where}: ranks of some prompt are not exactly 0..{k - 1}")
+    memory_ids = df["memory_id"].to_numpy(np.int64).reshape(-1, k)
+    return Candidates(counts.index.to_numpy(np.int64), memory_ids)
+
+
+def read_embeddings(paths: Sequence[str | os.PathLike[str]], arg: str) -> Embeddings:
+    """Concatenate embedding files and their ``.ids.npy``; errors name ``arg`` and the file."""
+    if not paths:
+        raise ValueError(f"{arg}: no embedding files given")
+    vectors, ids = [], []
+    for path in paths:
+        for p in (str(path), ids_path(path)):
+            if not os.path.isfile(p):
+                raise FileNotFoundError(f"{arg}: file {p!r} does not exist")
+        v, i = load_npy(path), load_npy(ids_path(path))
+        if v.ndim != 2 or i.shape != (v.shape[0],):
+            raise ValueError(f"{arg} {str(path)!r}: shape {v.shape} but its ids have {i.shape}")
+        if vectors and v.shape[1] != vectors[0].shape[1]:
+            raise ValueError(
+                f"{arg} {str(path)!r}: dimension {v.shape[1]} != {vectors[0].shape[1]} "
+                f"of {str(paths[0])!r}"
+            )
+        vectors.append(v)
+        ids.append(i.astype(np.int64))
+    all_ids = np.concatenate(ids)
+    if len(all_ids) == 0:
+        raise ValueError(f"{arg}: the embedding files hold no rows")
+    if len(np.unique(all_ids)) != len(all_ids):
+        raise ValueError(f"{arg}: some ids appear in more than one row")
+    return Embeddings(np.concatenate(vectors), all_ids)
+
+
+def select_table(
+    candidates: Candidates,
+    memory: Embeddings,
+    prompts: Embeddings,
+    selector: str,
+    n: int,
+    lam: float,
+    *,
+    device: torch.device,
+    generator_of=None,
+    batch_size: int = 512,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Run ``SELECTORS[selector]`` over all prompts in batches and return the selection table.
+
+    Args:
+        generator_of: ``prompt_id -> torch.Generator`` (random selection only).
+        batch_size: prompts per call (bounded memory: ``batch_size * K * d`` floats).
+    """
+    from tqdm import tqdm
+
+    from testtime.selection import SELECTORS
+
+    p, k = candidates.memory_ids.shape
+    if memory.vectors.shape[1] != prompts.vectors.shape[1]:
+        raise ValueError(
+            f"--prompt-embeddings have dimension {prompts.vectors.shape[1]} but "
+            f"--memory-embeddings have {memory.vectors.shape[1]}"
+        )
+    if selector == "nn" and n > k:
+        raise ValueError(
+            f"config key 'select.n': nn selects distinct points, but n={n} exceeds the "
+            f"K={k} candidates per prompt in --candidates"
+        )
+    with_candidates = set(candidates.prompt_ids.tolist())
+    lacking = [i for i in prompts.ids.tolist() if i not in with_candidates]
+    if lacking:
+        raise ValueError(f"--candidates: prompts {lacking[:5]} (of {len(lacking)}) have none")
+    mem_rows = memory.rows_of(candidates.memory_ids, "--candidates memory_id")
+    prompt_rows = prompts.rows_of(candidates.prompt_ids, "--candidates prompt_id")
+    fn = SELECTORS[selector]
+    parts = []
+    starts = range(0, p, batch_size)
+    for start in tqdm(starts, desc=f"select {selector}", unit="batch", disable=not progress):
+        stop = min(start + batch_size, p)
+        q = torch.from_numpy(prompts.vectors[prompt_rows[start:stop]]).to(device)
+        c = torch.from_numpy(memory.vectors[mem_rows[start:stop]]).to(device)
+        kwargs = {}
+        if generator_of is not None:
+            kwargs["generator"] = [generator_of(int(i)) for i in candidates.prompt_ids[start:stop]]
+        sel = fn(q, c, n, lam=lam, **kwargs)
+        parts.append(
+            _rows(candidates.prompt_ids[start:stop], candidates.memory_ids[start:stop], sel)
+        )
+    return pd.concat(parts, ignore_index=True)
+
+
+def _rows(prompt_ids: np.ndarray, memory_ids: np.ndarray, sel) -> pd.DataFrame:
+    """Long table of one batch: steps 0..stopped per prompt."""
+    idx = sel.indices.cpu().numpy()  # (b, n), -1 after a stop
+    var = sel.variances.cpu().numpy()  # (b, n+1)
+    stopped = sel.stopped.cpu().numpy()
+    b, n = idx.shape
+    picked = np.take_along_axis(memory_ids, idx.clip(min=0), axis=1)
+    mem = np.concatenate([np.full((b, 1), -1), np.where(idx >= 0, picked, -1)], axis=1)
+    step = np.broadcast_to(np.arange(n + 1), (b, n + 1))
+    keep = step <= stopped[:, None]
+    return pd.DataFrame(
+        {
+            "prompt_id": np.broadcast_to(prompt_ids[:, None], (b, n + 1))[keep].astype(np.int64),
+            "step": step[keep].astype(np.int32),
+            "memory_id": mem[keep].astype(np.int64),
+            "variance": var[keep].astype(np.float32),
+        }
+    )
