@@ -6,7 +6,8 @@ lowest index) for lam in {0.01, 0.1, 1}; SIFT's n=1 pick and a case where a repe
 agree with exhaustive search over all (multi)sets; 10 exact duplicates of the nearest point
 (NN takes them all, SIFT stops taking copies); B=1, n=1; n>K for the repeating methods;
 adaptive stopping against the rule σ_n > 1/(α n) written out by hand; the baselines' own rules;
-fp16 inputs; chunking and the kernel-matrix switch; and the input errors.
+fp16 inputs; chunking and the kernel-matrix switch; the input errors; and, when activeft is
+installed, step-by-step agreement with the reference library's exact SIFT and adaptive rule.
 """
 
 from __future__ import annotations
@@ -312,3 +313,34 @@ def test_chunking_and_kernel_matrix_switch_do_not_change_results() -> None:
 def test_bad_input_names_the_argument(name, queries, candidates, n, lam, match) -> None:
     with pytest.raises(ValueError, match=match):
         SELECTORS[name](queries, candidates, n, lam=lam)
+
+
+# ------------------------------------------------------------ the reference library itself
+
+
+def test_sift_trace_and_adaptive_rule_match_activeft() -> None:
+    """activeft's exact SIFT (VTL, no model: kernel = inner product) on the same vectors picks
+    the same points, repeats included, with the same variance after every step; its adaptive
+    mask (σ_n > 1/(α n) drops point n) equals our prefix whenever the mask is a prefix."""
+    pytest.importorskip("activeft")
+    from activeft import ActiveDataLoader
+    from activeft.acquisition_functions.vtl import VTL
+    from activeft.sift import Dataset
+
+    rng = np.random.default_rng(12)
+    q, c = unit(rng, 3, 4), unit(rng, 3, 10, 4)
+    ours = sift(torch.tensor(q, dtype=torch.float32), torch.tensor(c, dtype=torch.float32), 8)
+    torch.manual_seed(0)  # activeft shuffles candidates with the global RNG
+    for b in range(3):
+        vtl = VTL(target=torch.tensor(q[b : b + 1], dtype=torch.float32), noise_std=0.1**0.5)
+        idx, values = ActiveDataLoader(
+            Dataset(torch.tensor(c[b], dtype=torch.float32)), 8, vtl
+        ).next()
+        assert ours.indices[b].tolist() == idx.tolist()
+        assert ours.variances[b, 1:].tolist() == pytest.approx((-values).tolist(), abs=1e-5)
+        for alpha in (1.0, 3.0, 10.0):
+            steps = np.arange(1, 9)
+            kept = ~(np.sqrt(-values.numpy()) > 1 / (alpha * steps))  # activeft's mask
+            if kept.tolist() == sorted(kept.tolist(), reverse=True):  # a prefix
+                stop = adaptive_stop_steps(ours.variances[b : b + 1], alpha)
+                assert stop.item() == kept.sum()

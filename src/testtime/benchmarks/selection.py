@@ -18,6 +18,12 @@ Run::
     python bench/selection.py --repeats 5
     testtime bench selection --device cuda --batch 10000 --k 1000 --dim 1024 --baseline none
 
+What bounds the CPU speed-up: activeft spends ~15 ms per query in per-step Python and
+(K+1)² matrix work; our batch is dominated by forming the (B, K, K) kernel matrix (one fp32
+GEMM, printed separately; ~20 ms of ~30 ms at the defaults on one EPYC core). Any exact method
+must at least form the n·K kernel values of the selected points (B·n·K·d multiply-adds), so on
+this kind of core the attainable ratio at the defaults is tens, not hundreds.
+
 With ``--device cuda`` our time is end to end: host tensors in, host tensors out (transfer
 included). ``--baseline naive`` compares with a float64 reference loop instead of activeft.
 """
