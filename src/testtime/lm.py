@@ -18,6 +18,7 @@ import json
 import math
 import os
 import re
+import shutil
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -168,9 +169,7 @@ def _save_checkpoint(
         write_json(tmp / "meta.json", {**meta, "step": step})
     done = sorted(p for p in root.iterdir() if CHECKPOINT_RE.match(p.name))
     for old in done[:-KEEP_CHECKPOINTS]:
-        for f in old.iterdir():
-            f.unlink()
-        old.rmdir()
+        shutil.rmtree(old)
 
 
 def pretrain(

@@ -17,7 +17,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from testtime.corpus.demo import LOCAL_DOMAINS, MATH_DOMAIN, DemoRoots
-from testtime.corpus.split import DocumentCollector, assign_splits
+from testtime.corpus.split import MIN_DOC_CHARS, DocumentCollector, assign_splits
 from testtime.seeding import derive_seed
 
 __all__ = ["Corpus", "DemoRoots", "build_corpus", "build_demo_documents"]
@@ -52,29 +52,23 @@ def _collect_local(collector: DocumentCollector, domain: str, roots: DemoRoots, 
 def _collect_math(
     collector: DocumentCollector, demo_cfg: Mapping[str, Any], seed: int
 ) -> dict[str, Any]:
-    from testtime.corpus.mathgen import generate_document, load_generators
+    from testtime.corpus.mathgen import generate_in_subprocess
 
     start = time.monotonic()
-    gens = load_generators(seed)
     need = collector.per_domain
-    bar = tqdm(total=need, desc="DM Mathematics", unit="doc", leave=False)
-    index = 0
-    while not collector.full(MATH_DOMAIN) and index < 3 * need:
-        if time.monotonic() - start > demo_cfg["math_max_seconds"]:
-            bar.close()
-            raise ValueError(
-                f"config key 'data.demo.math_max_seconds': math generation exceeded "
-                f"{demo_cfg['math_max_seconds']} s after {len(collector.docs[MATH_DOMAIN])} of "
-                f"{need} documents; raise it or lower data.docs_per_domain"
-            )
-        doc = generate_document(gens, index, demo_cfg["math_examples_per_doc"], seed)
-        if doc is not None and collector.add(MATH_DOMAIN, *doc):
-            bar.update(1)
-        index += 1
-    bar.close()
+    # a little slack for exact duplicates, which the collector drops
+    out = generate_in_subprocess(
+        seed,
+        need + max(2, need // 20),
+        demo_cfg["math_examples_per_doc"],
+        MIN_DOC_CHARS,
+        demo_cfg["math_max_seconds"],
+    )
+    for source, text in out["documents"]:
+        collector.add(MATH_DOMAIN, source, text)
     return {
-        "generators": [name for name, _ in gens.working],
-        "skipped_generators": gens.skipped,
+        "generators": out["generators"],
+        "skipped_generators": out["skipped"],
         "seconds": round(time.monotonic() - start, 2),
     }
 

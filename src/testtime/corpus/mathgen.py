@@ -2,18 +2,26 @@
 
 The package (1.0.1) predates numpy 2 and current sympy; two runtime shims make it import and run
 (``sympy.solvers.diophantine.base_solution_linear``, ``np.object``). Generators that still fail
-(about 40% of module x level, mostly ``ndarray.itemset`` removed in numpy 2) are found by a seeded
+(about a fifth of module x level: ``ndarray.itemset`` is gone in numpy 2) are found by a seeded
 probe and skipped; their names are returned for the provenance record. A document is
 ``examples_per_doc`` question/answer pairs from one generator, like a Pile DM Mathematics file.
-Each document seeds Python's and numpy's global RNGs (the package uses both) from
-``derive_seed(seed, "math", index)`` and restores them afterwards, so documents do not depend on
-generation order.
+Each document seeds Python's, numpy's and sympy's global RNGs (the package uses all three) from
+``derive_seed(seed, "math", index)``, so documents do not depend on generation order.
+
+The package also orders things by ``set`` iteration: of entity objects (by ``id``, so by memory
+layout) and of letters (by string hash, so by ``PYTHONHASHSEED``). Two more shims make the
+first ordered (insertion order, sorted letters) and :func:`generate_in_subprocess` runs
+generation in a child with ``PYTHONHASHSEED=0``, which also keeps the shims out of the caller's
+process and enforces the time cap with a timeout.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import random
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
@@ -42,6 +50,10 @@ def _compat() -> Iterator[None]:
     dioph = sys.modules["sympy.solvers.diophantine"]
     if not hasattr(dioph, "base_solution_linear"):
         dioph.base_solution_linear = base_solution_linear
+    from mathematics_dataset.util import composition
+
+    composition.expand_entities = _expand_entities_ordered
+    composition.Context.pop = _pop_sorted
     had_object = "object" in np.__dict__
     setattr(np, "object", object)  # noqa: B010  (the package reads np.object at call time)
     py_state, np_state = random.getstate(), np.random.get_state()  # noqa: NPY002
@@ -54,8 +66,48 @@ def _compat() -> Iterator[None]:
             delattr(np, "object")
 
 
+def _expand_entities_ordered(context: Any, **kwargs: Any) -> tuple[str, dict[str, Any]]:
+    """``composition.expand_entities`` with entities deduplicated in insertion order (the
+    original shuffles a ``set`` of objects, whose order follows their memory addresses)."""
+    from mathematics_dataset.util import composition
+
+    kwargs = kwargs.copy()
+    entities = dict.fromkeys(context.child_entities)
+    for key, value in kwargs.items():
+        if isinstance(value, composition.Entity):
+            entities[value] = None
+            kwargs[key] = value.handle
+    ordered = list(entities)
+    random.shuffle(ordered)
+    parts = []
+    for entity in ordered:
+        parts.append(entity.child_description)
+        if not entity.expression_used:
+            parts.append(entity.description)
+    return " ".join(p for p in parts if p), kwargs
+
+
+def _pop_sorted(self: Any) -> str:
+    """``composition.Context.pop`` choosing from the sorted free letters (not set order)."""
+    from mathematics_dataset.util import composition
+
+    allowed = sorted(
+        composition._ALLOWED_SYMBOLS.difference(self._relation_symbols)
+        .difference(self._self_symbols)
+        .difference(self._child_symbols)
+    )
+    if not allowed:
+        raise ValueError("Ran out of symbols")
+    symbol = random.choice(allowed)
+    self._self_symbols.add(symbol)
+    return symbol
+
+
 def _seed_globals(seed: int) -> None:
+    import sympy.core.random
+
     random.seed(seed)
+    sympy.core.random.seed(seed)  # randprime draws from sympy's own generator
     np.random.seed(seed % 2**32)  # noqa: NPY002  (the package draws from the legacy global RNG)
 
 
@@ -134,3 +186,59 @@ def generate_document(
     if len(lines) < n_examples:
         return None
     return f"mathematics_dataset:{name}#{index}", "\n".join(lines) + "\n"
+
+
+def generate_documents(seed: int, count: int, n_examples: int, min_chars: int) -> dict[str, Any]:
+    """Documents 0, 1, ... until ``count`` have at least ``min_chars`` characters.
+
+    Returns ``{"documents": [[source, text], ...], "generators": [...], "skipped": {...}}``.
+    """
+    from tqdm.auto import tqdm
+
+    gens = load_generators(seed)
+    docs: list[tuple[str, str]] = []
+    index = 0
+    with tqdm(total=count, desc="DM Mathematics", unit="doc") as bar:
+        while len(docs) < count and index < 3 * count + 10:
+            doc = generate_document(gens, index, n_examples, seed)
+            if doc is not None and len(doc[1]) >= min_chars:
+                docs.append(doc)
+                bar.update(1)
+            index += 1
+    return {
+        "documents": docs,
+        "generators": [name for name, _ in gens.working],
+        "skipped": gens.skipped,
+    }
+
+
+def generate_in_subprocess(
+    seed: int, count: int, n_examples: int, min_chars: int, max_seconds: float
+) -> dict[str, Any]:
+    """:func:`generate_documents` in a child process with ``PYTHONHASHSEED=0``.
+
+    ValueError naming data.demo.math_max_seconds when it takes longer than ``max_seconds``.
+    """
+    args = json.dumps([seed, count, n_examples, min_chars])
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "testtime.corpus.mathgen", args],
+            env=env,
+            stdout=subprocess.PIPE,
+            timeout=max_seconds,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise ValueError(
+            f"config key 'data.demo.math_max_seconds': math generation took longer than "
+            f"{max_seconds} s; raise it or lower data.docs_per_domain"
+        ) from exc
+    if done.returncode != 0:
+        raise RuntimeError(f"math generation failed with exit status {done.returncode}")
+    return json.loads(done.stdout)
+
+
+if __name__ == "__main__":
+    seed_, count_, n_examples_, min_chars_ = json.loads(sys.argv[1])
+    json.dump(generate_documents(seed_, count_, n_examples_, min_chars_), sys.stdout)

@@ -1,0 +1,174 @@
+"""Faiss index over memory embeddings and candidate pre-selection (docs/pipeline.md §3).
+
+Inner product on unit vectors = cosine similarity. ``flat`` (IndexFlatIP) is exact; ``ivf``
+(IndexIVFFlat) and ``ivfpq`` (IndexIVFPQ) are for memories too large for exact search: they are
+trained on the memory itself with the seed, probe ``index.nprobe`` cells per query, and their
+``nlist`` is clamped to what the data supports (Faiss wants about 39 points per centroid).
+With ``index.gpu`` and a GPU build of Faiss the index is built and searched on GPU.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+import pandas as pd
+
+from testtime.embedding import ids_path
+from testtime.io import load_npy
+
+POINTS_PER_CENTROID = 39
+
+
+class Memory(NamedTuple):
+    """Memory embeddings ``(M, d)`` float32 whose row r is memory_id r."""
+
+    embeddings: np.ndarray
+
+
+def check_finite(x: np.ndarray, what: str) -> None:
+    """ValueError naming ``what`` when any entry is NaN or infinite."""
+    if not np.isfinite(x).all():
+        rows = np.flatnonzero(~np.isfinite(x).all(axis=-1))[:5].tolist()
+        raise ValueError(f"{what} holds non-finite values (rows {rows})")
+
+
+def load_embeddings(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
+    """One embedding file ``(N, d)`` float32 and its ids ``(N,)`` int64, checked consistent."""
+    for p in (str(path), ids_path(path)):
+        if not os.path.isfile(p):
+            raise FileNotFoundError(f"embedding file {p!r} does not exist")
+    emb, ids = load_npy(path), load_npy(ids_path(path))
+    if emb.ndim != 2 or ids.shape != (emb.shape[0],):
+        raise ValueError(
+            f"embedding file {str(path)!r} has shape {emb.shape} but its ids have {ids.shape}"
+        )
+    emb = emb.astype(np.float32)
+    check_finite(emb, f"embedding file {str(path)!r}")
+    return emb, ids.astype(np.int64)
+
+
+def merge_shards(paths: Sequence[str | os.PathLike[str]]) -> Memory:
+    """Concatenate shards and order rows by id; ids must be exactly 0..M-1.
+
+    >>> import tempfile, pathlib
+    >>> from testtime.io import save_npy
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> save_npy(d / "a.npy", np.eye(3)[[0, 2]]); save_npy(d / "a.ids.npy", np.array([0, 2]))
+    >>> save_npy(d / "b.npy", np.eye(3)[[1]]); save_npy(d / "b.ids.npy", np.array([1]))
+    >>> merge_shards([d / "a.npy", d / "b.npy"]).embeddings.tolist()
+    [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
+    """
+    if not paths:
+        raise ValueError("--embeddings: no embedding files given")
+    parts = [load_embeddings(p) for p in paths]
+    dims = {p.shape[1] for p, _ in parts}
+    if len(dims) != 1:
+        raise ValueError(f"--embeddings: shards have different dimensions {sorted(dims)}")
+    emb = np.concatenate([p for p, _ in parts])
+    ids = np.concatenate([i for _, i in parts])
+    order = np.argsort(ids, kind="stable")
+    if not np.array_equal(ids[order], np.arange(len(ids))):
+        raise ValueError(
+            f"--embeddings: ids of the {len(paths)} shards are not exactly 0..{len(ids) - 1} "
+            "(missing, duplicated or foreign rows; pass every shard of one memory)"
+        )
+    return Memory(np.ascontiguousarray(emb[order]))
+
+
+def gpu_available() -> bool:
+    import faiss
+
+    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+
+
+def build_index(x: np.ndarray, index_cfg: Mapping[str, Any], seed: int) -> Any:
+    """A trained Faiss index holding ``x`` ``(M, d)``; row r gets id r. Returns a CPU index."""
+    import faiss
+
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    check_finite(x, "memory embeddings")
+    m, d = x.shape
+    kind = index_cfg["type"]
+    if kind == "flat":
+        index = faiss.IndexFlatIP(d)
+    else:
+        nlist = max(1, min(index_cfg["nlist"], m // POINTS_PER_CENTROID))
+        if nlist != index_cfg["nlist"]:
+            warnings.warn(
+                f"config key 'index.nlist': {index_cfg['nlist']} cells need "
+                f"{POINTS_PER_CENTROID * index_cfg['nlist']} points, memory has {m}; using {nlist}",
+                stacklevel=2,
+            )
+        quantizer = faiss.IndexFlatIP(d)
+        if kind == "ivf":
+            index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
+        else:
+            pq_m = index_cfg["pq_m"]
+            if d % pq_m:
+                raise ValueError(f"config key 'index.pq_m': {pq_m} does not divide dimension {d}")
+            nbits = int(min(8, max(1, np.floor(np.log2(m)))))  # 2**nbits PQ centroids <= M
+            index = faiss.IndexIVFPQ(quantizer, d, nlist, pq_m, nbits, faiss.METRIC_INNER_PRODUCT)
+            index.pq.cp.seed = seed
+        index.cp.seed = seed
+        index.nprobe = index_cfg["nprobe"]
+    if index_cfg["gpu"] and gpu_available():
+        res = faiss.StandardGpuResources()
+        gpu_index = faiss.index_cpu_to_gpu(res, 0, index)
+        gpu_index.train(x)
+        gpu_index.add(x)
+        return faiss.index_gpu_to_cpu(gpu_index)
+    if index_cfg["gpu"]:
+        warnings.warn(
+            "config key 'index.gpu': faiss has no GPU support here; using CPU", stacklevel=2
+        )
+    if not index.is_trained:
+        index.train(x)
+    index.add(x)
+    return index
+
+
+def search(
+    index: Any, queries: np.ndarray, k: int, index_cfg: Mapping[str, Any] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` inner products ``(P, k)`` float32 and memory ids ``(P, k)`` int64, best first."""
+    import faiss
+
+    q = np.ascontiguousarray(queries, dtype=np.float32)
+    check_finite(q, "query embeddings")
+    if q.ndim != 2 or q.shape[1] != index.d:
+        raise ValueError(f"query embeddings have shape {q.shape}, the index dimension is {index.d}")
+    if k > index.ntotal:
+        raise ValueError(f"config key 'select.k': {k} exceeds the memory size {index.ntotal}")
+    if index_cfg is not None and index_cfg["type"] != "flat":
+        faiss.extract_index_ivf(index).nprobe = index_cfg["nprobe"]
+    if index_cfg is not None and index_cfg["gpu"] and gpu_available():
+        index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
+    scores, ids = index.search(q, k)
+    if (ids < 0).any():
+        raise ValueError(
+            f"the index returned fewer than select.k={k} neighbours for some queries; raise "
+            "index.nprobe or use index.type 'flat'"
+        )
+    return scores.astype(np.float32), ids.astype(np.int64)
+
+
+def candidates_table(prompt_ids: np.ndarray, scores: np.ndarray, ids: np.ndarray) -> pd.DataFrame:
+    """Long table ``prompt_id, rank, memory_id, score`` sorted by (prompt_id, rank).
+
+    >>> candidates_table(np.array([7]), np.array([[0.9, 0.5]]), np.array([[3, 1]])).values.tolist()
+    [[7.0, 0.0, 3.0, 0.8999999761581421], [7.0, 1.0, 1.0, 0.5]]
+    """
+    p, k = ids.shape
+    frame = pd.DataFrame(
+        {
+            "prompt_id": np.repeat(prompt_ids.astype(np.int64), k),
+            "rank": np.tile(np.arange(k, dtype=np.int32), p),
+            "memory_id": ids.reshape(-1).astype(np.int64),
+            "score": scores.reshape(-1).astype(np.float32),
+        }
+    )
+    return frame.sort_values(["prompt_id", "rank"], kind="stable").reset_index(drop=True)

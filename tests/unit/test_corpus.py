@@ -1,0 +1,138 @@
+"""The offline demo corpus builder on a tiny synthetic tree of files.
+
+Checks that splits are disjoint at the document level, that the build is deterministic, that
+each domain gets docs_per_domain documents split by the configured fractions (counts computed by
+hand), that exact duplicates and test suites are dropped, that bad inputs raise errors naming the
+config key, and that seeded DM Mathematics documents are reproducible.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from testtime.cli import main
+from testtime.config import validate_config
+from testtime.corpus import DemoRoots, build_corpus
+from testtime.corpus.demo import man_to_text, sections
+
+WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
+
+
+def _prose(i: int, n: int = 60) -> str:
+    return " ".join(f"{WORDS[(i * 7 + j) % len(WORDS)]}{i}" for j in range(n))
+
+
+def make_tree(root: Path, n: int = 8) -> DemoRoots:
+    """stdlib with n modules (+ an excluded test suite); site-packages with n distributions."""
+    stdlib = root / "stdlib"
+    (stdlib / "test").mkdir(parents=True)
+    (stdlib / "test" / "test_big.py").write_text(f'"""TESTSUITE {_prose(99)}"""\n')
+    for i in range(n):
+        body = f'"""Module {i}: {_prose(i)}."""\n\n\ndef f{i}(x):\n    """{_prose(i + 50)}"""\n'
+        (stdlib / f"mod{i}.py").write_text(body + "    return x\n" * 3)
+    site = root / "site"
+    for i in range(n):
+        info = site / f"pkg{i}-1.{i}.dist-info"
+        info.mkdir(parents=True)
+        (info / "METADATA").write_text(
+            f"Metadata-Version: 2.1\nName: pkg{i}\nVersion: 1.{i}\n\n# pkg{i}\n\n{_prose(i + 20)}\n"
+        )
+        (info / "LICENSE").write_text(f"Licence of pkg{i}. {_prose(i + 30)}")
+    # an exact duplicate licence (after whitespace normalisation) must be dropped
+    (site / "pkg0-1.0.dist-info" / "COPYING").write_text(
+        f"Licence  of pkg1.\n{_prose(31)}".replace(" ", "  ")
+    )
+    return DemoRoots(stdlib, (site,), None)
+
+
+def config(**data) -> dict:
+    base = {
+        "domains": ["Github", "StackExchange", "Pile-CC", "FreeLaw"],
+        "docs_per_domain": 6,
+        "prompts_per_domain": 1,
+    }
+    return validate_config({"data": {**base, **data}})
+
+
+def test_splits_disjoint_counts_and_deterministic(tmp_path):
+    roots = make_tree(tmp_path)
+    first = build_corpus(config(), roots)
+    docs = first.documents
+    assert docs["doc_id"].tolist() == list(range(len(docs)))
+    # 6 docs: test round(0.72)=1, memory round(1.68)=2, pretrain 6-1-2=3
+    counts = docs.groupby(["domain", "split"]).size().unstack()
+    for domain in ["Github", "StackExchange", "Pile-CC", "FreeLaw"]:
+        assert counts.loc[domain].to_dict() == {"memory": 2, "pretrain": 3, "test": 1}
+    # every text appears once: no document (or copy of it) in two splits
+    assert docs["text"].map(lambda t: " ".join(t.split())).is_unique
+    assert not docs["text"].str.contains("TESTSUITE").any()
+    again = build_corpus(config(), roots).documents
+    pd.testing.assert_frame_equal(docs, again)
+    other_seed = build_corpus({**config(), "seed": 1}, roots).documents
+    assert not docs["split"].equals(other_seed["split"]) or not docs["text"].equals(
+        other_seed["text"]
+    )
+
+
+def test_exact_duplicate_dropped_before_split(tmp_path):
+    roots = make_tree(tmp_path)
+    corpus = build_corpus(config(docs_per_domain=8, domains=["FreeLaw"]), roots)
+    # 9 licence files, one a whitespace-variant copy of another: 8 distinct documents
+    assert len(corpus.documents) == 8
+    assert corpus.info["n_duplicates_dropped"] == 1
+
+
+def test_too_few_documents_names_the_key(tmp_path):
+    roots = make_tree(tmp_path)
+    with pytest.raises(ValueError, match=r"data\.docs_per_domain.*'Github' has 8"):
+        build_corpus(config(docs_per_domain=9), roots)
+
+
+def test_missing_source_and_unknown_domain(tmp_path):
+    empty = DemoRoots(tmp_path / "nothing", (tmp_path / "nothing",), None)
+    with pytest.raises(ValueError, match="data.domains.*'Github'"):
+        build_corpus(config(domains=["Github"]), empty)
+    with pytest.raises(ValueError, match="data.domains"):
+        build_corpus(config(domains=["Enron Emails"]), make_tree(tmp_path))
+    with pytest.raises(ValueError, match="data.domains.*Ubuntu IRC"):
+        build_corpus(config(domains=["Ubuntu IRC"]), make_tree(tmp_path / "b"))
+
+
+def test_math_documents_seeded():
+    cfg = config(domains=["DM Mathematics"], docs_per_domain=4, demo={"math_examples_per_doc": 3})
+    a = build_corpus(cfg, DemoRoots(Path("/nonexistent"), (), None))
+    b = build_corpus(cfg, DemoRoots(Path("/nonexistent"), (), None))
+    pd.testing.assert_frame_equal(a.documents, b.documents)
+    text = a.documents["text"].iloc[0]
+    assert len(text.strip().splitlines()) == 2 * 3  # three question / answer pairs
+    assert a.info["math"]["skipped_generators"]  # numpy 2 breaks some generators; recorded
+
+
+def test_sections_and_man_pages():
+    text = "# Title\nintro\n" + "a" * 50 + "\nUsage\n-----\n" + "b" * 50
+    parts = sections(text, min_chars=40)
+    assert len(parts) == 2 and parts[1].startswith("Usage\n-----")
+    assert man_to_text('.SH OPTIONS\n\\fB\\-a\\fR all\n.\\" comment') == "OPTIONS\n-a all"
+
+
+def test_cli_writes_parquet_and_run_json(tmp_path, monkeypatch):
+    roots = make_tree(tmp_path)
+    monkeypatch.setattr(DemoRoots, "default", classmethod(lambda cls: roots))
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        "data:\n  domains: [Github, FreeLaw]\n  docs_per_domain: 5\n  prompts_per_domain: 1\n"
+    )
+    out = tmp_path / "run" / "documents.parquet"
+    assert main(["corpus", "--config", str(cfg), "--out", str(out)]) == 0
+    docs = pd.read_parquet(out)
+    assert set(docs.columns) == {"doc_id", "domain", "split", "source", "text"}
+    record = json.loads(out.with_name("documents.parquet.run.json").read_text())
+    assert sorted(record["corpus"]["sources"]) == sorted(docs["source"])
+    cfg.write_text("data:\n  domains: [Github]\n  docs_per_domain: 50\n")
+    bad = tmp_path / "bad.parquet"
+    assert main(["corpus", "--config", str(cfg), "--out", str(bad)]) == 2
+    assert not bad.exists()
