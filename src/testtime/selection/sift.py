@@ -1,6 +1,6 @@
 """SIFT: greedy selection that minimises the posterior variance of the query, plus adaptive SIFT.
 
-Objective (Hübotter et al. 2024, arXiv 2410.08020, eq. for SIFT; linear kernel
+Objective (Hübotter et al. 2024, arXiv 2410.08020, the SIFT rule; linear kernel
 k(a, b) = <a, b>, noise lam = λ′):
 
     x_{n+1} = argmin_{x in candidates} σ²(x* | X_n ∪ {x}),
