@@ -118,7 +118,7 @@ def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor,
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
     for i, s in enumerate(seqs):
-        ids[i, : len(s)] = torch.as_tensor(np.asarray(s), dtype=torch.long)
+        ids[i, : len(s)] = torch.from_numpy(np.array(s, dtype=np.int64))
         mask[i, : len(s)] = 1
     return ids, mask
 

@@ -132,3 +132,54 @@ def test_saved_model_reloads(tokenizer, tmp_path):
         torch.testing.assert_close(lm_loss(model, ids, mask), lm_loss(result.model, ids, mask))
     with pytest.raises(FileNotFoundError):
         load_causal_lm(tmp_path / "nope")
+
+
+def test_data_stage_clis(tmp_path):
+    """tokenizer -> chunk -> pretrain through the CLI on a tiny documents.parquet."""
+    import json
+
+    from transformers import AutoTokenizer
+
+    from testtime.cli import main
+
+    rows = []
+    for domain in ("Github", "FreeLaw"):
+        for split, n in (("pretrain", 6), ("memory", 3), ("test", 2)):
+            for i in range(n):
+                text = f"{domain} {split} {i}: " + TEXTS[(len(rows) * 3) % 40] * 2
+                rows.append((domain, split, f"src{len(rows)}", text))
+    docs = pd.DataFrame(rows, columns=["domain", "split", "source", "text"])
+    docs.insert(0, "doc_id", range(len(docs)))
+    docs.to_parquet(tmp_path / "documents.parquet")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        "data:\n  domains: [Github, FreeLaw]\n  seq_len: 32\n  prompts_per_domain: 2\n"
+        "  prompt_tokens: 8\n  eval_tokens: 16\n"
+        "model:\n  vocab_size: 320\n  n_layer: 1\n  n_embd: 16\n  n_head: 2\n  n_positions: 32\n"
+        "  pretrain: {steps: 3, batch_size: 2, checkpoint_every: 2, bf16: false}\n"
+    )
+    c, d, r = str(cfg), str(tmp_path / "documents.parquet"), tmp_path
+    assert main(["tokenizer", "--config", c, "--documents", d, "--out", str(r / "tok")]) == 0
+    assert len(AutoTokenizer.from_pretrained(r / "tok")) == 320
+    assert json.loads((r / "tok" / "run.json").read_text())["tokenizer"]["trained_on_docs"] == 12
+    outs = ["--pretrain-out", str(r / "pre.parquet"), "--memory-out", str(r / "mem.parquet")]
+    argv = ["chunk", "--config", c, "--documents", d, "--tokenizer", str(r / "tok"), *outs]
+    assert main([*argv, "--prompts-out", str(r / "prompts.parquet")]) == 0
+    memory = pd.read_parquet(r / "mem.parquet")
+    assert memory["seq_id"].tolist() == list(range(len(memory)))
+    assert set(memory["doc_id"]) == set(docs.loc[docs["split"] == "memory", "doc_id"])
+    assert (memory["n_tokens"] <= 32).all() and memory["input_ids"].map(len).eq(
+        memory["n_tokens"]
+    ).all()
+    prompts = pd.read_parquet(r / "prompts.parquet")
+    assert prompts["prompt_id"].tolist() == [0, 1, 2, 3]
+    assert set(prompts["doc_id"]) <= set(docs.loc[docs["split"] == "test", "doc_id"])
+    assert prompts["eval_text"].str.len().gt(0).all()
+    argv = ["pretrain", "--config", c, "--tokenizer", str(r / "tok"), "--pretrain"]
+    argv += [str(r / "pre.parquet"), "--checkpoint-dir", str(r / "ckpt"), "--out", str(r / "base")]
+    assert main(argv) == 0
+    record = json.loads((r / "base" / "run.json").read_text())
+    assert record["steps"] == 3 and record["final_train_loss"] > 0
+    model = load_causal_lm(r / "base")
+    assert model.config.n_positions == 32
+    assert AutoTokenizer.from_pretrained(r / "base").pad_token == EOT
