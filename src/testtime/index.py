@@ -131,6 +131,16 @@ def build_index(x: np.ndarray, index_cfg: Mapping[str, Any], seed: int) -> Any:
     return index
 
 
+def check_index_matches(index: Any, embeddings: np.ndarray) -> None:
+    """ValueError when a loaded index does not hold exactly these ``(M, d)`` memory rows."""
+    m, d = embeddings.shape
+    if index.d != d or index.ntotal != m:
+        raise ValueError(
+            f"--index holds {index.ntotal} rows of dimension {index.d}, the memory embeddings "
+            f"{m} rows of dimension {d}; rebuild the index from these embeddings"
+        )
+
+
 def search(
     index: Any, queries: np.ndarray, k: int, index_cfg: Mapping[str, Any] | None = None
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -14,7 +14,13 @@ import pytest
 
 from testtime.cli import main
 from testtime.config import validate_config
-from testtime.index import build_index, candidates_table, merge_shards, search
+from testtime.index import (
+    build_index,
+    candidates_table,
+    check_index_matches,
+    merge_shards,
+    search,
+)
 from testtime.io import save_npy
 
 
@@ -66,6 +72,10 @@ def test_ivf_full_probe_exact_and_ivfpq_valid(data):
 def test_search_errors(data):
     mem, q = data
     index = build_index(mem, index_cfg(), seed=0)
+    check_index_matches(index, mem)
+    for wrong in (mem[:-1], mem[:, :16]):
+        with pytest.raises(ValueError, match="rebuild the index"):
+            check_index_matches(index, wrong)
     with pytest.raises(ValueError, match=r"select\.k"):
         search(index, q, 501)
     with pytest.raises(ValueError, match="dimension"):

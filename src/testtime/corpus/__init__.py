@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from testtime.corpus.demo import LOCAL_DOMAINS, MATH_DOMAIN, DemoRoots
 from testtime.corpus.split import MIN_DOC_CHARS, DocumentCollector, assign_splits
+from testtime.io import package_versions
 from testtime.seeding import derive_seed
 
 __all__ = ["Corpus", "DemoRoots", "build_corpus", "build_demo_documents"]
@@ -117,6 +118,7 @@ def build_corpus(config: Mapping[str, Any], roots: DemoRoots | None = None) -> C
         collector.docs, data_cfg["split"], config["seed"], min_test=data_cfg["prompts_per_domain"]
     )
     info.update(
+        versions=package_versions(("mathematics-dataset", "sympy", "numpy", "datasets")),
         n_duplicates_dropped=collector.n_duplicates,
         n_short_dropped=collector.n_short,
         counts=documents.groupby(["domain", "split"]).size().unstack(fill_value=0).to_dict("index"),
