@@ -13,6 +13,7 @@ Run only these: `.venv/bin/pytest tests/workflow -m workflow` (about 3-5 minutes
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -42,7 +43,6 @@ def _env() -> dict[str, str]:
 def _workdir(root: Path, config_overrides: dict | None = None) -> Path:
     """A fresh copy of the workflow (Snakefile, rules, profiles, configs) with tiny.yaml."""
     root.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(REPO / "Snakefile", root / "Snakefile")
     for sub in ("workflow", "config", "scripts"):
         shutil.copytree(REPO / sub, root / sub, symlinks=False)
     config = yaml.safe_load(TINY.read_text())
@@ -120,6 +120,21 @@ def _report_outputs(workdir: Path) -> dict[str, pd.DataFrame]:
     }
 
 
+def _marked_incomplete(workdir: Path) -> set[Path]:
+    """Outputs Snakemake marks incomplete (jobs started, never recorded as finished).
+
+    Snakemake keeps one marker file per such output under .snakemake/incomplete/, named by the
+    urlsafe base64 of the output path (long names split into '@'-prefixed segments).
+    """
+    root = workdir / ".snakemake" / "incomplete"
+    paths = set()
+    for marker in root.rglob("*") if root.is_dir() else ():
+        if marker.is_file() and marker.name != "migration_underway":
+            encoded = "".join(part.lstrip("@") for part in marker.relative_to(root).parts)
+            paths.add(Path(base64.urlsafe_b64decode(encoded).decode()))
+    return paths
+
+
 def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 600) -> bool:
     """Poll until predicate() holds; False if the process ended first."""
     deadline = time.monotonic() + timeout
@@ -180,16 +195,30 @@ def test_workflow_end_to_end_resumes_after_kills(tmp_path: Path) -> None:
     _wait_for(has_checkpoint, proc)
     os.killpg(proc.pid, signal.SIGKILL)  # no clean-up at all: stale lock, incomplete outputs
     proc.wait()
+    assert Path("data/tiny/base_model") in _marked_incomplete(crash), "killed job not incomplete"
     documents_mtime = (data / "documents.parquet").stat().st_mtime_ns
 
+    def finished_finetune() -> dict[Path, int]:
+        """Fine-tuning outputs of jobs Snakemake recorded as finished, with their mtimes.
+
+        A job killed after its atomic rename but before it exited is not finished: its output
+        stays marked incomplete and is rightly redone.
+        """
+        unfinished = _marked_incomplete(crash)
+        return {
+            p: p.stat().st_mtime_ns
+            for p in (data / "finetune").glob("*/shard-*.parquet")
+            if p.relative_to(crash) not in unfinished
+        }
+
     def some_finetune_done() -> bool:
-        return any((data / "finetune").glob("*/shard-*.parquet")) if data.is_dir() else False
+        return bool(finished_finetune()) if data.is_dir() else False
 
     proc = subprocess.Popen(RUN, cwd=crash, env=_env(), start_new_session=True)
     finished_early = not _wait_for(some_finetune_done, proc)
     os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C
     proc.wait(timeout=300)
-    done_before = {p: p.stat().st_mtime_ns for p in (data / "finetune").glob("*/shard-*.parquet")}
+    done_before = finished_finetune()
 
     _assert_ok(_run(crash, RUN))
     assert (data / "documents.parquet").stat().st_mtime_ns == documents_mtime, "corpus redone"
