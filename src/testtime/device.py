@@ -13,3 +13,18 @@ def resolve_device(name: str = "auto") -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"config key 'device' is {name!r} but no CUDA device is available")
     return device
+
+
+def uses_gpu(name: str = "auto") -> bool:
+    """Whether jobs with config ``device: name`` run on a GPU here (``auto``: CUDA present).
+
+    The workflow declares a ``gpu`` resource only for such jobs: with ``auto`` on a CPU-only
+    machine, a ``gpu=1`` claim would make the local ``--resources gpu=1`` cap run CPU jobs one
+    at a time.
+
+    >>> uses_gpu("cpu"), uses_gpu("cuda:1")
+    (False, True)
+    """
+    if name == "auto":
+        return torch.cuda.is_available()
+    return torch.device(name).type == "cuda"

@@ -6,6 +6,7 @@ import yaml
 from snakemake.utils import min_version, validate
 
 from testtime.config import SCHEMA_PATH, validate_config
+from testtime.device import uses_gpu
 from testtime.methods import selection_variants
 
 min_version("9.0")
@@ -24,7 +25,8 @@ BENCH = f"benchmarks/{NAME}"
 VARIANTS = [v.name for v in selection_variants(config)]
 MEMORY_SHARDS = list(range(config["embed"]["shards"]))
 PROMPT_SHARDS = list(range(config["finetune"]["shards"]))
-USES_GPU = config["device"] != "cpu"
+# Jobs claim the `gpu` resource only where they will use one (the local profile caps it at 1).
+USES_GPU = uses_gpu(config["device"])
 
 
 wildcard_constraints:
