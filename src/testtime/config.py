@@ -42,10 +42,8 @@ def _fill_defaults(instance: dict[str, Any], schema: Mapping[str, Any]) -> None:
 
 
 def _key_of(error: jsonschema.ValidationError) -> str:
-    path = ".".join(str(p) for p in error.absolute_path)
-    if error.validator == "additionalProperties":
-        return path or "<top level>"
-    return path or "<top level>"
+    """Dotted key of the offending value (for an unknown key: its parent; the message names it)."""
+    return ".".join(str(p) for p in error.absolute_path) or "<top level>"
 
 
 def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:

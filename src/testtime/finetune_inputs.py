@@ -19,6 +19,7 @@ import torch
 
 from testtime.bpb import eval_token_ids, model_context
 from testtime.finetune import STATUS_NAN, EvalRow, Finetuner, PromptJob, TrainSettings
+from testtime.selection import adaptive_stop_steps
 
 RESULT_COLUMNS = ("prompt_id", "domain", "method", "steps", "nll", "n_bytes", "bpb", "status")
 
@@ -45,13 +46,6 @@ def adaptive_steps(variances: np.ndarray, alphas: Sequence[float]) -> dict[float
     """Adaptive-SIFT stop step per alpha for one prompt's variance trace ``(n + 1,)``."""
     if not alphas:
         return {}
-    try:
-        from testtime.selection import adaptive_stop_steps
-    except ImportError as exc:  # pragma: no cover - until the selection module lands
-        raise ValueError(
-            "select.adaptive_alphas is set but testtime.selection.adaptive_stop_steps "
-            f"is not available ({exc})"
-        ) from exc
     trace = torch.tensor(np.asarray(variances, dtype=np.float64))[None]
     n = trace.shape[1] - 1
     return {

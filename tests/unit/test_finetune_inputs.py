@@ -11,26 +11,11 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 import yaml
 
-import testtime.selection
 from tests.unit.tiny_lm import TEXTS, tiny_gpt2, tiny_tokenizer
 from testtime.cli import main
 from testtime.finetune_inputs import build_jobs, eval_steps_for, read_selection
-
-
-def _stop_when_small(variances: torch.Tensor, alpha: float) -> torch.Tensor:
-    """Stand-in rule: first n >= 1 with variance_n < 1 / alpha (else n)."""
-    n = variances.shape[1] - 1
-    below = variances[:, 1:] < 1.0 / alpha
-    first = torch.where(below.any(1), below.float().argmax(1) + 1, torch.full_like(below[:, 0], n))
-    return first.long()
-
-
-@pytest.fixture
-def stub_adaptive(monkeypatch):
-    monkeypatch.setattr(testtime.selection, "adaptive_stop_steps", _stop_when_small, raising=False)
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +59,7 @@ def run_dir(tmp_path_factory):
         ).to_parquet(d / f"{method}.parquet")
     cfg = {
         "device": "cpu",
-        "select": {"n": 3, "k": 10, "methods": ["sift", "nn"], "adaptive_alphas": [3.0]},
+        "select": {"n": 3, "k": 10, "methods": ["sift", "nn"], "adaptive_alphas": [0.97]},
         "finetune": {"lr": 1e-3, "eval_at": [1]},
         "report": {"bootstrap": 50},
     }
@@ -114,11 +99,13 @@ def test_build_jobs_truncates_and_orders(run_dir):
     assert jobs[0].n_bytes == len((TEXTS[0] * 3).encode("utf-8"))
 
 
-def test_adaptive_stops_become_eval_steps(run_dir, stub_adaptive):
+def test_adaptive_stops_become_eval_steps(run_dir):
     sel = read_selection(run_dir / "sift.parquet")
     mem = pd.read_parquet(run_dir / "memory.parquet")
     memory = {int(i): np.asarray(x) for i, x in zip(mem.seq_id, mem.input_ids, strict=True)}
-    # variances 0.5, 0.25, 0.125: alpha 3 stops at step 2 (0.25 < 1/3)
+    # variances 0.5, 0.25, 0.125, so sigma_n = 0.707, 0.5, 0.354; adaptive SIFT skips point n
+    # once sigma_n > 1 / (alpha n): at alpha 0.97 the bounds are 1.031, 0.515, 0.344, so the
+    # third point is skipped and the stop is after 2 steps
     jobs = build_jobs(
         pd.read_parquet(run_dir / "prompts.parquet"),
         tiny_tokenizer(),
@@ -126,7 +113,7 @@ def test_adaptive_stops_become_eval_steps(run_dir, stub_adaptive):
         memory_ids=memory,
         max_length=16,
         eval_at=[1],
-        alphas=[3.0],
+        alphas=[0.97],
     )
     assert jobs[1].eval_steps == (1, 2, 3)
 
@@ -172,7 +159,7 @@ def _finetune(run_dir, method, shard=0, num_shards=1, out=None):
     return main(args)
 
 
-def test_cli_finetune_and_aggregate(run_dir, stub_adaptive):
+def test_cli_finetune_and_aggregate(run_dir):
     assert _finetune(run_dir, "base") == 0
     assert _finetune(run_dir, "sift", 0, 2) == 0
     assert _finetune(run_dir, "sift", 1, 2) == 0

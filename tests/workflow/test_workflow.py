@@ -1,14 +1,17 @@
 """Workflow tests: Snakemake + DVC wiring, checked by running the real tools.
 
 * A bad config (unknown key, wrong type, out-of-range value, N > K for nn, unknown method) fails
-  before any job runs, with a message naming the key.
+  before any job runs, with a message naming the key; `snakemake --lint` is clean.
 * dvc.yaml and the Snakemake DAG name the same outputs (so the two cannot drift).
 * The whole DAG runs on a tiny config (tests/workflow/tiny.yaml) in a temp dir and writes every
-  table and figure; a second invocation has nothing to do; a run killed with SIGKILL (during
-  pre-training) and then with SIGINT (during fine-tuning) resumes with the same command, redoes
-  no finished job, and ends with results identical to the uninterrupted run.
+  table and figure; a second invocation has nothing to do; `snakemake --report` builds the HTML
+  report; a run killed with SIGKILL (during pre-training) and then with SIGINT (during
+  fine-tuning) resumes with the same command, redoes no finished job, and ends with results
+  identical to the uninterrupted run.
+* `dvc repro` in a fresh DVC project with the same config gives the same results as the
+  Snakemake run, and a second `dvc repro` reruns nothing.
 
-Run only these: `.venv/bin/pytest tests/workflow -m workflow` (about 3-5 minutes on 2 cores).
+Run only these: `.venv/bin/pytest tests/workflow -m workflow` (about 4-6 minutes on 2 cores).
 """
 
 from __future__ import annotations
@@ -147,11 +150,23 @@ def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 600) -> bool:
     raise TimeoutError("workflow did not reach the kill point in time")
 
 
-@pytest.mark.workflow
-def test_workflow_end_to_end_resumes_after_kills(tmp_path: Path) -> None:
-    # 1. Uninterrupted run: every table and figure, nothing left to do afterwards.
-    clean = _workdir(tmp_path / "clean")
+@pytest.fixture(scope="module")
+def clean_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny workflow run once, uninterrupted; the workdir (shared by the tests below)."""
+    clean = _workdir(tmp_path_factory.mktemp("clean"))
     _assert_ok(_run(clean, RUN))
+    return clean
+
+
+def test_snakemake_lint_is_clean() -> None:
+    proc = _run(REPO, ["snakemake", "--lint"])
+    _assert_ok(proc)  # exit status 1 when any rule has a lint
+
+
+@pytest.mark.workflow
+def test_workflow_end_to_end_resumes_after_kills(clean_run: Path, tmp_path: Path) -> None:
+    # 1. Uninterrupted run: every table and figure, nothing left to do afterwards.
+    clean = clean_run
     results, figures = clean / "results" / "tiny", clean / "figures" / "tiny"
     for name in ("bpb.csv", "metrics.json", "uncertainty.csv", "bpb_vs_steps.csv"):
         assert (results / name).stat().st_size > 0, name
@@ -233,3 +248,55 @@ def test_workflow_end_to_end_resumes_after_kills(tmp_path: Path) -> None:
         got["per_prompt"].sort_values(sort).reset_index(drop=True),
         want["per_prompt"].sort_values(sort).reset_index(drop=True),
     )
+
+
+@pytest.mark.workflow
+def test_snakemake_report_has_the_figures(clean_run: Path) -> None:
+    proc = _run(
+        clean_run, ["snakemake", "--report", "report.html", "--configfile", "config/tiny.yaml"]
+    )
+    _assert_ok(proc)
+    log = proc.stdout + proc.stderr
+    for name in ("bpb_table.md", "uncertainty_vs_error.png", "bpb_vs_steps.png"):
+        assert f"Adding {name}" in log, name
+    assert (clean_run / "report.html").stat().st_size > 0
+
+
+def _merged_config(overrides: dict, base: dict) -> dict:
+    """``base`` updated recursively by ``overrides`` (how Snakemake layers --configfile)."""
+    out = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merged_config(value, out[key])
+        else:
+            out[key] = value
+    return out
+
+
+@pytest.mark.workflow
+def test_dvc_repro_matches_snakemake_and_reruns_nothing(clean_run: Path, tmp_path: Path) -> None:
+    """dvc.yaml reads params from config/config.yaml, so the DVC project gets the tiny config
+    (layered over the demo one, exactly what the Snakemake run saw) as its config/config.yaml."""
+    project = _workdir(tmp_path / "dvc")
+    shutil.copy2(REPO / "dvc.yaml", project / "dvc.yaml")
+    shutil.copytree(REPO / "src" / "testtime", project / "src" / "testtime")  # stage deps
+    demo = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    tiny = yaml.safe_load((project / "config" / "tiny.yaml").read_text())
+    (project / "config" / "config.yaml").write_text(yaml.safe_dump(_merged_config(tiny, demo)))
+    env = _env() | {"DVC_NO_ANALYTICS": "1"}
+
+    def dvc(*args: str) -> subprocess.CompletedProcess:
+        proc = subprocess.run(
+            ["dvc", *args], cwd=project, env=env, capture_output=True, text=True, timeout=900
+        )
+        _assert_ok(proc)
+        return proc
+
+    dvc("init", "--no-scm")
+    first = dvc("repro")
+    assert "Running stage 'report'" in first.stdout
+    got, want = _report_outputs(project), _report_outputs(clean_run)
+    pd.testing.assert_frame_equal(got["bpb"], want["bpb"])
+    assert "up to date" in dvc("status").stdout
+    second = dvc("repro")
+    assert "Running stage" not in second.stdout, second.stdout
