@@ -13,10 +13,8 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 import yaml
 
-import testtime.selection
 from testtime.cli import main
 from testtime.figures import table_markdown
 from testtime.report import (
@@ -127,30 +125,31 @@ def test_aggregate_concatenates_shards(tmp_path):
         aggregate([tmp_path / "nope.parquet"])
 
 
-def _stop_at_one(variances: torch.Tensor, alpha: float) -> torch.Tensor:
-    return torch.ones(variances.shape[0], dtype=torch.long)
-
-
-def test_report_numbers(monkeypatch):
-    monkeypatch.setattr(testtime.selection, "adaptive_stop_steps", _stop_at_one, raising=False)
+def test_report_numbers():
     df = _table()
     df.loc[(df.method == "nn") & (df.prompt_id == 1) & (df.steps == 2),
            ["nll", "bpb", "status"]] = [np.nan, np.nan, "nan_loss"]  # fmt: skip
-    rep = build_report(_cfg(adaptive_alphas=[2.0]), df, {"sift": _selection()})
+    rep = build_report(_cfg(adaptive_alphas=[1.05]), df, {"sift": _selection()})
     assert rep.nan_prompts["nn"] == [1]
     assert rep.metrics["n_prompts"]["nn"] == 3
     assert rep.metrics["nan_loss_prompts"] == {"nn": [1]}
     nb = np.array([100, 300, 200, 400])
-    sift1 = np.array([1.8, 2.79, 0.78, 2.27])  # adaptive: every prompt stops at step 1
-    assert rep.metrics["bpb"]["sift_adaptive_a2"] == pytest.approx((sift1 * nb).sum() / nb.sum())
+    # Adaptive SIFT skips point n once sigma_n > 1 / (alpha n); sigma_n = decay ** (n / 2) here
+    # (variance decay ** n). At alpha 1.05 the bounds are 0.952 and 0.476: sigma_1 = 0.949,
+    # 0.707, 0.837, 0.548 all pass, sigma_2 = 0.9, 0.5, 0.7 fail and 0.3 passes, so prompts
+    # 0-2 stop after 1 step and prompt 3 takes both.
+    adaptive = np.array([1.8, 2.79, 0.78, 2.07])  # sift bpb at steps 1, 1, 1, 2
+    assert rep.metrics["bpb"]["sift_adaptive_a1.05"] == pytest.approx(
+        (adaptive * nb).sum() / nb.sum()
+    )
     assert rep.metrics["avg_steps"] == {
-        "base": 0.0, "nn": 2.0, "sift": 2.0, "sift_adaptive_a2": 1.0
+        "base": 0.0, "nn": 2.0, "sift": 2.0, "sift_adaptive_a1.05": 1.25
     }  # fmt: skip
     # uncertainty: sigma = sqrt(last variance) = decay per prompt
     assert rep.uncertainty["sigma"].to_numpy() == pytest.approx([0.9, 0.5, 0.7, 0.3])
     # ranks of sigma 4,2,3,1 vs of bpb 2,4,1,3: rho = 1 - 6 * 16 / (4 * 15)
     assert rep.metrics["sigma_bpb_spearman"] == pytest.approx(-0.6)
-    assert list(dict.fromkeys(rep.bpb.method)) == ["base", "nn", "sift", "sift_adaptive_a2"]
+    assert list(dict.fromkeys(rep.bpb.method)) == ["base", "nn", "sift", "sift_adaptive_a1.05"]
     assert rep.metrics["paired"]["sift-nn"]["n"] == 3  # nn's NaN prompt is not paired
 
 
