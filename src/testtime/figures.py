@@ -121,12 +121,21 @@ def _plt():
     return plt
 
 
-def _save(fig, paths: Sequence[str | Path]) -> None:
+def _finish(fig, ax, paths: Sequence[str | Path], *, xlabel: str, ylabel: str, title: str) -> None:
+    """Label, legend and grid ``ax``; write ``fig`` atomically to every path; close it."""
+    import matplotlib.pyplot as plt
+
     from testtime.io import atomic_path
 
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, which="both")
     for p in paths:
         with atomic_path(p) as tmp:
             fig.savefig(tmp, format=Path(p).suffix[1:], bbox_inches="tight")
+    plt.close(fig)
 
 
 def plot_uncertainty(
@@ -161,13 +170,14 @@ def plot_uncertainty(
             capsize=3,
             label=f"binned mean ± SE (Pearson r={r_txt}, Spearman ρ={rho_txt})",
         )
-    ax.set_xlabel(r"SIFT posterior uncertainty $\sigma_N(x^\star)$")
-    ax.set_ylabel(f"bpb after fine-tuning ({BPB_AXIS.split(' (')[0]})")
-    ax.set_title("Uncertainty predicts the error after test-time fine-tuning")
-    ax.legend(fontsize=8, loc="best")
-    ax.grid(alpha=0.3)
-    _save(fig, paths)
-    plt.close(fig)
+    _finish(
+        fig,
+        ax,
+        paths,
+        xlabel=r"SIFT posterior uncertainty $\sigma_N(x^\star)$",
+        ylabel=f"bpb after fine-tuning ({BPB_AXIS.split(' (')[0]})",
+        title="Uncertainty predicts the error after test-time fine-tuning",
+    )
 
 
 def plot_bpb_vs_steps(steps: pd.DataFrame, paths: Sequence[str | Path]) -> None:
@@ -176,13 +186,14 @@ def plot_bpb_vs_steps(steps: pd.DataFrame, paths: Sequence[str | Path]) -> None:
     fig, ax = plt.subplots(figsize=(5.2, 3.8))
     for method, grp in steps.groupby("method", sort=False):
         ax.plot(grp["steps"], grp["bpb_mean"], marker="o", ms=3, label=method_label(method))
-    ax.set_xlabel("gradient steps (selected sequences)")
-    ax.set_ylabel(f"mean {BPB_AXIS}")
-    ax.set_title("Test-time fine-tuning: bpb against number of steps")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    _save(fig, paths)
-    plt.close(fig)
+    _finish(
+        fig,
+        ax,
+        paths,
+        xlabel="gradient steps (selected sequences)",
+        ylabel=f"mean {BPB_AXIS}",
+        title="Test-time fine-tuning: bpb against number of steps",
+    )
 
 
 def plot_adaptive(steps: pd.DataFrame, adaptive: pd.DataFrame, paths: Sequence[str | Path]) -> None:
@@ -215,13 +226,14 @@ def plot_adaptive(steps: pd.DataFrame, adaptive: pd.DataFrame, paths: Sequence[s
                 xytext=(4, 4),
                 fontsize=8,
             )
-    ax.set_xlabel("average gradient steps per prompt")
-    ax.set_ylabel(f"mean {BPB_AXIS}")
-    ax.set_title("Compute-proportional test-time fine-tuning")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    _save(fig, paths)
-    plt.close(fig)
+    _finish(
+        fig,
+        ax,
+        paths,
+        xlabel="average gradient steps per prompt",
+        ylabel=f"mean {BPB_AXIS}",
+        title="Compute-proportional test-time fine-tuning",
+    )
 
 
 def plot_lambda_sweep(
@@ -242,10 +254,11 @@ def plot_lambda_sweep(
     for (name, value), style in zip(references.items(), ("--", ":", "-."), strict=False):
         ax.axhline(value, ls=style, color="gray", label=method_label(name))
     ax.set_xscale("log")
-    ax.set_xlabel("SIFT noise λ′ (log scale)")
-    ax.set_ylabel(f"mean {BPB_AXIS}")
-    ax.set_title("Sensitivity of SIFT to λ′")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3, which="both")
-    _save(fig, paths)
-    plt.close(fig)
+    _finish(
+        fig,
+        ax,
+        paths,
+        xlabel="SIFT noise λ′ (log scale)",
+        ylabel=f"mean {BPB_AXIS}",
+        title="Sensitivity of SIFT to λ′",
+    )

@@ -31,13 +31,18 @@ def _fixed_order(order: torch.Tensor) -> Callable[[slice], Chooser]:
     return chooser_for
 
 
-def _relevance(queries: torch.Tensor, candidates: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Inner products k(x, x*) ``(B, K)`` in the compute dtype (cast 256 rows at a time)."""
-    parts = [
-        torch.bmm(c.to(dtype), q.to(dtype).unsqueeze(-1)).squeeze(-1)
-        for c, q in zip(candidates.split(256), queries.split(256), strict=True)
-    ]
-    return torch.cat(parts)
+def _by_relevance(
+    queries: torch.Tensor, candidates: torch.Tensor, dtype: torch.dtype
+) -> torch.Tensor:
+    """Candidate indices ``(B, K)`` by descending inner product k(x, x*) in the compute dtype
+    (ties: lowest index first; cast 256 rows at a time)."""
+    scores = torch.cat(
+        [
+            torch.bmm(c.to(dtype), q.to(dtype).unsqueeze(-1)).squeeze(-1)
+            for c, q in zip(candidates.split(256), queries.split(256), strict=True)
+        ]
+    )
+    return torch.sort(scores, dim=-1, descending=True, stable=True).indices
 
 
 def nearest_neighbors(
@@ -57,8 +62,7 @@ def nearest_neighbors(
     """
     check_inputs(queries, candidates, n, lam, distinct=True)
     dt = compute_dtype(queries, dtype)
-    scores = _relevance(queries, candidates, dt)
-    order = torch.sort(scores, dim=-1, descending=True, stable=True).indices[:, :n]
+    order = _by_relevance(queries, candidates, dt)[:, :n]
     return run_chunked(queries, candidates, n, lam, _fixed_order(order), dtype=dt)
 
 
@@ -80,8 +84,7 @@ def nearest_neighbors_fixed(
     """
     check_inputs(queries, candidates, n, lam)
     dt = compute_dtype(queries, dtype)
-    scores = _relevance(queries, candidates, dt)
-    best = torch.sort(scores, dim=-1, descending=True, stable=True).indices[:, :1]
+    best = _by_relevance(queries, candidates, dt)[:, :1]
     return run_chunked(queries, candidates, n, lam, _fixed_order(best.expand(-1, n)), dtype=dt)
 
 
