@@ -29,6 +29,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from snakemake.utils import update_config
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -227,7 +228,7 @@ def test_workflow_end_to_end_resumes_after_kills(clean_run: Path, tmp_path: Path
         }
 
     def some_finetune_done() -> bool:
-        return bool(finished_finetune()) if data.is_dir() else False
+        return bool(finished_finetune())
 
     proc = subprocess.Popen(RUN, cwd=crash, env=_env(), start_new_session=True)
     finished_early = not _wait_for(some_finetune_done, proc)
@@ -262,17 +263,6 @@ def test_snakemake_report_has_the_figures(clean_run: Path) -> None:
     assert (clean_run / "report.html").stat().st_size > 0
 
 
-def _merged_config(overrides: dict, base: dict) -> dict:
-    """``base`` updated recursively by ``overrides`` (how Snakemake layers --configfile)."""
-    out = dict(base)
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merged_config(value, out[key])
-        else:
-            out[key] = value
-    return out
-
-
 @pytest.mark.workflow
 def test_dvc_repro_matches_snakemake_and_reruns_nothing(clean_run: Path, tmp_path: Path) -> None:
     """dvc.yaml reads params from config/config.yaml, so the DVC project gets the tiny config
@@ -282,7 +272,8 @@ def test_dvc_repro_matches_snakemake_and_reruns_nothing(clean_run: Path, tmp_pat
     shutil.copytree(REPO / "src" / "testtime", project / "src" / "testtime")  # stage deps
     demo = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     tiny = yaml.safe_load((project / "config" / "tiny.yaml").read_text())
-    (project / "config" / "config.yaml").write_text(yaml.safe_dump(_merged_config(tiny, demo)))
+    update_config(demo, tiny)  # how Snakemake layers --configfile over the Snakefile's config
+    (project / "config" / "config.yaml").write_text(yaml.safe_dump(demo))
     env = _env() | {"DVC_NO_ANALYTICS": "1"}
 
     def dvc(*args: str) -> subprocess.CompletedProcess:

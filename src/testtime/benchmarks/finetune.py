@@ -138,7 +138,10 @@ def our_loop(model, jobs, args, device: torch.device, autocast: bool):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error(f"--repeats must be >= 1, got {args.repeats}")
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -151,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         f"| {args.prompts} prompts x {args.steps} steps x {args.context} tokens"
     )
     our_loop(model, jobs[:1], args, device, autocast=False)  # warm-up (allocator, kernels)
-    naive_loop(model, jobs[:1], args, device)
+    if not args.skip_naive:
+        naive_loop(model, jobs[:1], args, device)
     # interleave the sides and keep each one's best time: the machine may be shared
     t_ours = t_naive = t_bf = math.inf
     for _ in range(args.repeats):
