@@ -1,9 +1,10 @@
 """Bits per byte (bpb) of an evaluation text under a causal language model.
 
 For a text s with UTF-8 byte length |s|_bytes, tokenised as t_1..t_T and prefixed with the
-model's bos (or eos) token t_0 as context::
+model's bos (or eos) token t_0 and optionally a context c_1..c_C (``split`` protocol; never
+scored)::
 
-    bpb(s) = sum_{i=1..T} -ln p(t_i | t_<i) / (ln 2 * |s|_bytes)
+    bpb(s | c) = sum_{i=1..T} -ln p(t_i | t_0, c, t_<i) / (ln 2 * |s|_bytes)
 
 The numerator is in nats, so dividing by ln 2 gives bits; dividing by bytes (not tokens) makes
 models with different tokenisers comparable. Every token of the text is scored exactly once: the
@@ -34,10 +35,13 @@ def bits_per_byte(nll_nats: float, n_bytes: int) -> float:
     return float(nll_nats) / (LN2 * n_bytes)
 
 
-def eval_token_ids(tokenizer, text: str) -> torch.Tensor:
-    """``(T + 1,)`` int64: the bos (or eos) token followed by the tokens of ``text``.
+def eval_token_ids(tokenizer, text: str, context: str = "") -> tuple[torch.Tensor, int]:
+    """``(1 + C + T,)`` int64 ids: bos (or eos), the ``C`` context tokens, the ``T`` text tokens.
 
-    Raises ValueError for an empty text or a tokenizer with neither bos nor eos.
+    Returns the ids and ``C``, the number of context tokens that follow the bos and must not be
+    scored (0 for an empty ``context``). Context and text are tokenised separately, so the
+    scored tokens are exactly the tokens of ``text``. Raises ValueError for an empty text or a
+    tokenizer with neither bos nor eos.
     """
     if not text:
         raise ValueError("evaluation text is empty: bpb is undefined")
@@ -49,16 +53,22 @@ def eval_token_ids(tokenizer, text: str) -> torch.Tensor:
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     if not ids:
         raise ValueError(f"evaluation text {text[:40]!r} tokenises to no tokens")
-    return torch.tensor([start, *ids], dtype=torch.long)
+    ctx = tokenizer(context, add_special_tokens=False)["input_ids"] if context else []
+    return torch.tensor([start, *ctx, *ids], dtype=torch.long), len(ctx)
 
 
 def make_windows(
-    sequences: Sequence[torch.Tensor], context: int, pad_id: int = 0
+    sequences: Sequence[torch.Tensor],
+    context: int,
+    pad_id: int = 0,
+    unscored: Sequence[int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Cut each sequence into disjoint prediction windows, padded to a common shape.
 
     Sequence b of length T_b + 1 yields ceil(T_b / context) windows; window w predicts tokens
     ``w*context + 1 .. (w+1)*context`` from inputs ``w*context .. (w+1)*context - 1``.
+    ``unscored[b]`` tokens after the first (a conditioning context) are inputs only: their
+    targets are :data:`IGNORE`.
 
     Returns ``inputs`` and ``targets``, both ``(B, W, L)`` int64 with ``L <= context``; padded
     positions have target :data:`IGNORE`. Padding is on the right, so a causal model's
@@ -67,9 +77,14 @@ def make_windows(
     >>> x, y = make_windows([torch.tensor([9, 1, 2, 3])], context=2)
     >>> x.tolist(), y.tolist()
     ([[[9, 1], [2, 0]]], [[[1, 2], [3, -100]]])
+    >>> make_windows([torch.tensor([9, 1, 2, 3])], context=4, unscored=[2])[1].tolist()
+    [[[-100, -100, 3]]]
     """
     if context < 1:
         raise ValueError(f"context must be >= 1, got {context}")
+    unscored = [0] * len(sequences) if unscored is None else list(unscored)
+    if any(u < 0 or u >= len(s) - 1 for u, s in zip(unscored, sequences, strict=True)):
+        raise ValueError("every sequence needs at least one scored token after its context")
     n_windows = [math.ceil((len(s) - 1) / context) for s in sequences]
     if min(n_windows, default=0) < 1:
         raise ValueError("every sequence needs at least one token after the context token")
@@ -85,6 +100,9 @@ def make_windows(
             y = seq[lo + 1 : lo + 1 + context]
             inputs[b, w, : len(y)] = x[: len(y)]
             targets[b, w, : len(y)] = y
+            # y[i] is token lo + 1 + i; tokens 1..unscored[b] are the context
+            n_ctx = min(max(unscored[b] - lo, 0), len(y))
+            targets[b, w, :n_ctx] = IGNORE
     return inputs, targets
 
 
@@ -135,15 +153,21 @@ def model_context(model) -> int:
 
 @torch.no_grad()
 def text_nll(
-    model, eval_ids: Sequence[torch.Tensor], *, context: int | None = None
+    model,
+    eval_ids: Sequence[torch.Tensor],
+    *,
+    context: int | None = None,
+    unscored: Sequence[int] | None = None,
 ) -> torch.Tensor:
     """``(B,)`` float64 summed NLL (nats) of each ``(T_b + 1,)`` bos-prefixed sequence.
 
-    Runs ``model`` in eval mode on its own device (no autocast: callers wrap it if wanted).
+    ``unscored[b]`` leading tokens after the bos are conditioning context only (see
+    :func:`make_windows`). Runs ``model`` in eval mode on its own device (no autocast: callers
+    wrap it if wanted).
     """
     ctx = context or model_context(model)
     device = next(model.parameters()).device
-    inputs, targets = make_windows(eval_ids, ctx)
+    inputs, targets = make_windows(eval_ids, ctx, unscored=unscored)
     was_training = model.training
     model.eval()
     try:

@@ -2,8 +2,12 @@
 
 A document's token stream is cut into consecutive non-overlapping windows of ``seq_len`` tokens;
 a last partial window is kept when it has at least :data:`MIN_TOKENS`. A test document becomes a
-prompt: its first ``prompt_tokens`` tokens (decoded: the query) and the next ``eval_tokens``
-(decoded: the text scored in bits per byte).
+prompt according to ``data.protocol``:
+
+* ``same`` (Hardt & Sun's TTT-NN and the SIFT paper): its first ``eval_tokens`` tokens, decoded,
+  are both the query that is embedded and the text scored in bits per byte;
+* ``split``: its first ``prompt_tokens`` tokens are the query and the model's context, the next
+  ``eval_tokens`` are scored conditioned on them.
 """
 
 from __future__ import annotations
@@ -68,6 +72,9 @@ def chunk_documents(docs: pd.DataFrame, tokenizer: Any, seq_len: int) -> pd.Data
     return frame
 
 
+PROTOCOLS = ("same", "split")
+
+
 def make_prompts(
     tests: pd.DataFrame,
     tokenizer: Any,
@@ -75,36 +82,53 @@ def make_prompts(
     prompt_tokens: int,
     eval_tokens: int,
     domains: list[str],
+    protocol: str = "same",
 ) -> pd.DataFrame:
     """The first ``per_domain`` test documents (doc_id order) of each domain that are long enough.
 
-    A document qualifies with at least ``prompt_tokens + MIN_TOKENS`` tokens. Columns:
-    ``prompt_id`` int64 (0..P-1), ``doc_id``, ``domain``, ``prompt_text``, ``eval_text``.
+    ``same``: a document qualifies with at least ``eval_tokens`` tokens; ``prompt_text`` (the
+    query) and ``eval_text`` (scored) are both its first ``eval_tokens`` tokens, ``context_text``
+    is empty. ``split``: a document qualifies with at least ``prompt_tokens + MIN_TOKENS``
+    tokens; ``prompt_text`` = ``context_text`` = its first ``prompt_tokens`` tokens, ``eval_text``
+    the next ``eval_tokens``. Columns: ``prompt_id`` int64 (0..P-1), ``doc_id``, ``domain``,
+    ``prompt_text``, ``context_text``, ``eval_text`` (decoded strings).
     """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"config key 'data.protocol': {protocol!r} is not one of {PROTOCOLS}")
+    need = eval_tokens if protocol == "same" else prompt_tokens + MIN_TOKENS
     tests = tests.sort_values("doc_id")
     ids_all = encode(tests["text"].tolist(), tokenizer)
     rows = []
     for domain in domains:
         taken = 0
         for doc_id, dom, ids in zip(tests["doc_id"], tests["domain"], ids_all, strict=True):
-            if dom != domain or len(ids) < prompt_tokens + MIN_TOKENS:
+            if dom != domain or len(ids) < need:
                 continue
-            prompt = tokenizer.decode(ids[:prompt_tokens])
-            evaluation = tokenizer.decode(ids[prompt_tokens : prompt_tokens + eval_tokens])
+            if protocol == "same":
+                context = ""
+                evaluation = tokenizer.decode(ids[:eval_tokens])
+                query = evaluation
+            else:
+                context = tokenizer.decode(ids[:prompt_tokens])
+                evaluation = tokenizer.decode(ids[prompt_tokens : prompt_tokens + eval_tokens])
+                query = context
             if not evaluation.strip():
                 continue
-            rows.append((int(doc_id), domain, prompt, evaluation))
+            rows.append((int(doc_id), domain, query, context, evaluation))
             taken += 1
             if taken == per_domain:
                 break
         if taken < per_domain:
+            keys = (
+                "data.eval_tokens" if protocol == "same" else f"data.prompt_tokens + {MIN_TOKENS}"
+            )
             raise ValueError(
                 f"config key 'data.prompts_per_domain': domain {domain!r} has {taken} test "
-                f"documents with at least data.prompt_tokens + {MIN_TOKENS} = "
-                f"{prompt_tokens + MIN_TOKENS} tokens, {per_domain} needed; lower "
-                "data.prompts_per_domain or data.prompt_tokens"
+                f"documents with at least {keys} = {need} tokens (data.protocol {protocol!r}), "
+                f"{per_domain} needed; lower data.prompts_per_domain or {keys.split(' ')[0]}"
             )
-    frame = pd.DataFrame(rows, columns=["doc_id", "domain", "prompt_text", "eval_text"])
+    columns = ["doc_id", "domain", "prompt_text", "context_text", "eval_text"]
+    frame = pd.DataFrame(rows, columns=columns)
     frame.insert(0, "prompt_id", np.arange(len(frame), dtype=np.int64))
     frame["doc_id"] = frame["doc_id"].astype(np.int64)
     return frame

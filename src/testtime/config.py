@@ -99,12 +99,40 @@ def _check_cross_field(cfg: dict[str, Any]) -> None:
                 f"config key 'data.seq_len': {cfg['data']['seq_len']} exceeds the model "
                 f"context model.n_positions={model['n_positions']}"
             )
+        check_prompt_fits(cfg["data"], model["n_positions"], "model.n_positions")
     elif not model["name_or_path"]:
         raise ConfigError(
             "config key 'model.name_or_path': required when model.source is 'pretrained'"
         )
     if cfg["data"]["source"] == "jsonl" and not cfg["data"]["jsonl"]["path"]:
         raise ConfigError("config key 'data.jsonl.path': required when data.source is 'jsonl'")
+
+
+def check_prompt_fits(data: Mapping[str, Any], context: int, context_name: str) -> None:
+    """ConfigError unless a test prompt fits the model context of ``context`` tokens.
+
+    ``same`` scores ``data.eval_tokens``; ``split`` feeds ``data.prompt_tokens`` as context and
+    scores the next ``data.eval_tokens``, so both must fit in one forward pass.
+
+    >>> check_prompt_fits({"protocol": "split", "prompt_tokens": 128, "eval_tokens": 256},
+    ...                   256, "model.n_positions")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    testtime.config.ConfigError: config keys 'data.prompt_tokens' + 'data.eval_tokens': ...
+    """
+    if data["protocol"] == "split":
+        total = data["prompt_tokens"] + data["eval_tokens"]
+        if total > context:
+            raise ConfigError(
+                "config keys 'data.prompt_tokens' + 'data.eval_tokens': "
+                f"{data['prompt_tokens']} + {data['eval_tokens']} = {total} tokens exceed the "
+                f"model context of {context} ({context_name}) under data.protocol 'split'"
+            )
+    elif data["eval_tokens"] > context:
+        raise ConfigError(
+            f"config key 'data.eval_tokens': {data['eval_tokens']} exceeds the model context "
+            f"of {context} ({context_name})"
+        )
 
 
 def load_config(

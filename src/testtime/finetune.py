@@ -68,14 +68,17 @@ class TrainSettings:
 @dataclass
 class PromptJob:
     """One prompt's work: ``train_ids`` are the selected sequences in selection order, each
-    ``(L_i,)`` int64 already truncated to the training length; ``eval_ids`` is ``(T + 1,)``
-    (bos + eval tokens); ``eval_steps`` are the step counts after which to score (0 = base)."""
+    ``(L_i,)`` int64 already truncated to the training length; ``eval_ids`` is ``(1 + C + T,)``
+    (bos, ``n_context`` = C unscored context tokens, the T scored eval tokens); ``n_bytes`` the
+    UTF-8 bytes of the scored text; ``eval_steps`` the step counts after which to score
+    (0 = base)."""
 
     prompt_id: int
     train_ids: list[torch.Tensor]
     eval_ids: torch.Tensor
     n_bytes: int
     eval_steps: tuple[int, ...] = field(default=())
+    n_context: int = 0
 
     def __post_init__(self) -> None:
         steps = tuple(sorted(set(int(s) for s in self.eval_steps)))
@@ -184,7 +187,9 @@ class Finetuner:
         ]
 
     def _make_windows(self, jobs: Sequence[PromptJob]) -> tuple[torch.Tensor, torch.Tensor]:
-        inputs, targets = make_windows([j.eval_ids for j in jobs], self.context)
+        inputs, targets = make_windows(
+            [j.eval_ids for j in jobs], self.context, unscored=[j.n_context for j in jobs]
+        )
         return inputs.to(self.device), targets
 
     def score_base(self, jobs: Sequence[PromptJob]) -> list[EvalRow]:

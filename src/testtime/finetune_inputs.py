@@ -100,10 +100,13 @@ def build_jobs(
         pid = int(row.prompt_id)
         if not isinstance(row.eval_text, str) or not row.eval_text:
             raise ValueError(f"prompts.parquet: prompt {pid} has an empty eval_text")
-        eval_ids = eval_token_ids(tokenizer, row.eval_text)
+        context = getattr(row, "context_text", "")
+        if not isinstance(context, str):
+            raise ValueError(f"prompts.parquet: prompt {pid} has a non-string context_text")
+        eval_ids, n_context = eval_token_ids(tokenizer, row.eval_text, context)
         n_bytes = len(row.eval_text.encode("utf-8"))
         if selection is None:
-            jobs.append(PromptJob(pid, [], eval_ids, n_bytes, (0,)))
+            jobs.append(PromptJob(pid, [], eval_ids, n_bytes, (0,), n_context))
             continue
         sel = selection.get(pid)
         if sel is None or len(sel) < 2:
@@ -121,7 +124,14 @@ def build_jobs(
             train.append(torch.as_tensor(np.asarray(ids[:max_length], dtype=np.int64)))
         stops = adaptive_steps(sel["variance"].to_numpy(), alphas).values()
         jobs.append(
-            PromptJob(pid, train, eval_ids, n_bytes, eval_steps_for(len(train), eval_at, stops))
+            PromptJob(
+                pid,
+                train,
+                eval_ids,
+                n_bytes,
+                eval_steps_for(len(train), eval_at, stops),
+                n_context,
+            )
         )
     return jobs
 

@@ -55,8 +55,54 @@ def test_uniform_model_gives_log2_vocab_bits_per_token():
 
 def test_eval_token_ids_prepends_bos_and_rejects_empty():
     tok = tiny_tokenizer()
-    ids = eval_token_ids(tok, "def foo(x):")
-    assert ids[0].item() == tok.bos_token_id
+    ids, n_context = eval_token_ids(tok, "def foo(x):")
+    assert ids[0].item() == tok.bos_token_id and n_context == 0
     assert ids[1:].tolist() == tok("def foo(x):", add_special_tokens=False)["input_ids"]
     with pytest.raises(ValueError, match="empty"):
         eval_token_ids(tok, "")
+
+
+def test_eval_token_ids_with_context_keeps_text_tokens_last():
+    tok = tiny_tokenizer()
+    ids, n_context = eval_token_ids(tok, "return x + 1", context="def foo(x):")
+    ctx = tok("def foo(x):", add_special_tokens=False)["input_ids"]
+    text = tok("return x + 1", add_special_tokens=False)["input_ids"]
+    assert n_context == len(ctx)
+    assert ids.tolist() == [tok.bos_token_id, *ctx, *text]
+
+
+# The two evaluation protocols on a bigram model, scored by hand (docs/pipeline.md section 1):
+# `same` scores every token of the embedded text after the bos; `split` conditions on a context
+# whose own tokens are never scored.
+PROBS = torch.tensor([[0.5, 0.25, 0.25], [0.1, 0.8, 0.1], [0.3, 0.3, 0.4]])
+
+
+def _hand_nll(pairs):
+    return -sum(math.log(PROBS[a, b]) for a, b in pairs)
+
+
+@pytest.mark.parametrize("context", [2, 3, 100])
+def test_same_protocol_scores_every_text_token(context):
+    seq = torch.tensor([0, 1, 1, 2, 0])  # bos 0, text 1 1 2 0
+    got = text_nll(BigramLM(PROBS, context), [seq]).item()
+    assert got == pytest.approx(_hand_nll([(0, 1), (1, 1), (1, 2), (2, 0)]), rel=1e-6)
+
+
+@pytest.mark.parametrize("context", [2, 3, 100])
+def test_split_protocol_never_scores_the_context(context):
+    # bos 0, context 2 2, text 1 0: scored pairs are (2 -> 1) and (1 -> 0) only
+    seq = torch.tensor([0, 2, 2, 1, 0])
+    got = text_nll(BigramLM(PROBS, context), [seq], unscored=[2]).item()
+    assert got == pytest.approx(_hand_nll([(2, 1), (1, 0)]), rel=1e-6)
+    # the same text without the context is scored from the bos: a different number
+    alone = text_nll(BigramLM(PROBS, context), [torch.tensor([0, 1, 0])]).item()
+    assert alone == pytest.approx(_hand_nll([(0, 1), (1, 0)]), rel=1e-6)
+    assert got != pytest.approx(alone)
+    # the context's own tokens do not count: changing them changes only the first conditional
+    other = text_nll(BigramLM(PROBS, context), [torch.tensor([0, 1, 0, 1, 0])], unscored=[2])
+    assert other.item() == pytest.approx(_hand_nll([(0, 1), (1, 0)]), rel=1e-6)
+
+
+def test_context_must_leave_a_scored_token():
+    with pytest.raises(ValueError, match="scored token"):
+        make_windows([torch.tensor([0, 1, 2])], 4, unscored=[2])

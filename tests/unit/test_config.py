@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 def _leaves(schema: dict, prefix: str = ""):
     for key, sub in schema.get("properties", {}).items():
         path = f"{prefix}{key}"
-        if sub.get("type") == "object":
+        if sub.get("type") == "object" and "properties" in sub:
             assert sub.get("additionalProperties") is False, f"{path} must be strict"
             yield from _leaves(sub, path + ".")
         else:
@@ -76,7 +76,7 @@ def test_nn_free_config_may_select_more_than_k() -> None:
     assert cfg["select"]["n"] == 6
 
 
-@pytest.mark.parametrize("name", ["config.yaml", "paper.yaml", "sweep.yaml"])
+@pytest.mark.parametrize("name", ["config.yaml", "paper.yaml", "sweep.yaml", "split.yaml"])
 def test_shipped_configs_validate_and_comment_every_key(name: str) -> None:
     path = REPO / "config" / name
     load_config(path)
@@ -111,3 +111,32 @@ def test_variants_and_names() -> None:
     with pytest.raises(ValueError, match="unknown method"):
         variant_by_name(cfg, "sift_lam5")
     assert adaptive_name(1.0) == "sift_adaptive_a1"
+
+
+def test_protocol_is_checked_before_any_job() -> None:
+    with pytest.raises(ConfigError, match=r"'data\.protocol'"):
+        validate_config({"data": {"protocol": "both"}})
+    assert validate_config({})["data"]["protocol"] == "same"
+
+
+def test_prompt_must_fit_the_model_context() -> None:
+    split = {"protocol": "split", "prompt_tokens": 128, "eval_tokens": 200}
+    with pytest.raises(ConfigError, match=r"data\.prompt_tokens' \+ 'data\.eval_tokens'.*256"):
+        validate_config({"data": split, "model": {"n_positions": 256}})
+    # the same lengths fit under `same`, which scores eval_tokens alone
+    validate_config({"data": {**split, "protocol": "same"}, "model": {"n_positions": 256}})
+    with pytest.raises(ConfigError, match=r"'data\.eval_tokens': 300 exceeds"):
+        validate_config({"data": {"eval_tokens": 300}, "model": {"n_positions": 256}})
+
+
+def test_docs_per_domain_override_only_for_known_domains() -> None:
+    from testtime.corpus.split import DocumentCollector
+
+    with pytest.raises(ConfigError, match=r"data\.docs_per_domain_override"):
+        validate_config({"data": {"docs_per_domain_override": {"FreeLaw": 2}}})
+    with pytest.raises(ValueError, match=r"data\.docs_per_domain_override.*Enron"):
+        DocumentCollector(["Github"], 5, 300, {"Enron Emails": 3})
+    assert DocumentCollector(["Github", "FreeLaw"], 5, 300, {"FreeLaw": 3}).caps == {
+        "Github": 5,
+        "FreeLaw": 3,
+    }

@@ -42,11 +42,27 @@ def make_tree(root: Path, n: int = 8) -> DemoRoots:
             f"Metadata-Version: 2.1\nName: pkg{i}\nVersion: 1.{i}\n\n# pkg{i}\n\n{_prose(i + 20)}\n"
         )
         (info / "LICENSE").write_text(f"Licence of pkg{i}. {_prose(i + 30)}")
+        _record(info, ["LICENSE"])
     # an exact duplicate licence (after whitespace normalisation) must be dropped
     (site / "pkg0-1.0.dist-info" / "COPYING").write_text(
         f"Licence  of pkg1.\n{_prose(31)}".replace(" ", "  ")
     )
+    _record(site / "pkg0-1.0.dist-info", ["LICENSE", "COPYING"])
+    # installed outside the lock file (venv bootstrap): never part of the corpus
+    pip = site / "pip-99.0.dist-info"
+    pip.mkdir()
+    (pip / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: pip\nVersion: 99.0\n\n{_prose(77)}"
+    )
+    (pip / "LICENSE.txt").write_text(f"PIPLICENCE {_prose(78)}")
+    _record(pip, ["LICENSE.txt"])
     return DemoRoots(stdlib, (site,), None)
+
+
+def _record(info: Path, names: list[str]) -> None:
+    """The RECORD file pip writes: the distribution's files relative to site-packages."""
+    rows = [f"{info.name}/{n},," for n in [*names, "METADATA", "RECORD"]]
+    (info / "RECORD").write_text("\n".join(rows) + "\n")
 
 
 def config(**data) -> dict:
@@ -70,6 +86,9 @@ def test_splits_disjoint_counts_and_deterministic(tmp_path):
     # every text appears once: no document (or copy of it) in two splits
     assert docs["text"].map(lambda t: " ".join(t.split())).is_unique
     assert not docs["text"].str.contains("TESTSUITE").any()
+    assert not docs["text"].str.contains("PIPLICENCE|alpha77").any()  # pip is not pinned
+    # source names are relative to their root: the same on every machine and clone
+    assert docs["source"].str.match(r"^(stdlib/|docstrings:stdlib/|metadata:|site-packages/)").all()
     again = build_corpus(config(), roots).documents
     pd.testing.assert_frame_equal(docs, again)
     other_seed = build_corpus({**config(), "seed": 1}, roots).documents
@@ -88,8 +107,16 @@ def test_exact_duplicate_dropped_before_split(tmp_path):
 
 def test_too_few_documents_names_the_key(tmp_path):
     roots = make_tree(tmp_path)
-    with pytest.raises(ValueError, match=r"data\.docs_per_domain.*'Github' has 8"):
+    with pytest.raises(ValueError, match=r"data\.docs_per_domain.*'Github' has 8 of 9"):
         build_corpus(config(docs_per_domain=9), roots)
+    # a per-domain cap below the shared one
+    corpus = build_corpus(config(docs_per_domain=5, docs_per_domain_override={"FreeLaw": 4}), roots)
+    assert corpus.documents.groupby("domain").size().to_dict() == {
+        "Github": 5,
+        "StackExchange": 5,
+        "Pile-CC": 5,
+        "FreeLaw": 4,
+    }
 
 
 def test_missing_source_and_unknown_domain(tmp_path):
@@ -121,7 +148,7 @@ def test_sections_and_man_pages():
 
 def test_cli_writes_parquet_and_run_json(tmp_path, monkeypatch):
     roots = make_tree(tmp_path)
-    monkeypatch.setattr(DemoRoots, "default", classmethod(lambda cls: roots))
+    monkeypatch.setattr(DemoRoots, "default", classmethod(lambda cls, share_dir=None: roots))
     cfg = tmp_path / "c.yaml"
     cfg.write_text(
         "data:\n  domains: [Github, FreeLaw]\n  docs_per_domain: 5\n  prompts_per_domain: 1\n"
@@ -132,7 +159,67 @@ def test_cli_writes_parquet_and_run_json(tmp_path, monkeypatch):
     assert set(docs.columns) == {"doc_id", "domain", "split", "source", "text"}
     record = json.loads(out.with_name("documents.parquet.run.json").read_text())
     assert sorted(record["corpus"]["sources"]) == sorted(docs["source"])
+    assert record["corpus"]["fingerprint"] == _independent_fingerprint(docs)
     cfg.write_text("data:\n  domains: [Github]\n  docs_per_domain: 50\n")
     bad = tmp_path / "bad.parquet"
     assert main(["corpus", "--config", str(cfg), "--out", str(bad)]) == 2
     assert not bad.exists()
+
+
+def _independent_fingerprint(docs: pd.DataFrame) -> str:
+    """The documented layout: sha256 over doc_id, domain, split, text, each NUL-terminated."""
+    import hashlib
+
+    payload = b"".join(
+        f"{i}\0{d}\0{s}\0{t}\0".encode()
+        for i, d, s, t in docs[["doc_id", "domain", "split", "text"]].itertuples(index=False)
+    )
+    return hashlib.sha256(payload).hexdigest()
+
+
+def _rows(docs: pd.DataFrame) -> set[tuple[str, str, str]]:
+    return set(docs[["domain", "source", "text"]].itertuples(index=False, name=None))
+
+
+def test_sampling_is_consistent_under_an_added_file(tmp_path):
+    """Adding a file changes at most the documents it touches (issue: one extra installed
+    package used to reshuffle every sampled document)."""
+    cfg = config(docs_per_domain=6, domains=["Github", "FreeLaw"])
+    base = build_corpus(cfg, make_tree(tmp_path / "a", n=12)).documents
+    # an unrelated file (no domain reads .txt in the stdlib): the corpus is byte-identical
+    roots = make_tree(tmp_path / "b", n=12)
+    (roots.stdlib / "notes.txt").write_text(_prose(5))
+    pd.testing.assert_frame_equal(build_corpus(cfg, roots).documents, base)
+    # a new module: Github may swap one document for it, nothing else moves between domains
+    roots = make_tree(tmp_path / "c", n=12)
+    (roots.stdlib / "extra.py").write_text(f'"""{_prose(40)}"""\n' + "x = 1\n" * 5)
+    extra = build_corpus(cfg, roots).documents
+    added, dropped = _rows(extra) - _rows(base), _rows(base) - _rows(extra)
+    assert {r[1] for r in added} <= {"stdlib/extra.py"} and len(dropped) == len(added) <= 1
+    assert _rows(extra[extra.domain == "FreeLaw"]) == _rows(base[base.domain == "FreeLaw"])
+    # split by a hash of each text: a kept document stays in its split unless it sits next to
+    # a boundary the new document shifted (at most one per boundary)
+    split_of = dict(zip(base["text"], base["split"], strict=True))
+    moved = [
+        t for t, s in zip(extra["text"], extra["split"], strict=True) if split_of.get(t, s) != s
+    ]
+    assert len(moved) <= 2
+
+
+def test_same_tree_at_another_path_gives_the_same_corpus(tmp_path):
+    cfg = config()
+    a = build_corpus(cfg, make_tree(tmp_path / "clone-one"))
+    b = build_corpus(cfg, make_tree(tmp_path / "elsewhere" / "clone-two"))
+    pd.testing.assert_frame_equal(a.documents, b.documents)
+    assert a.info["fingerprint"] == b.info["fingerprint"] == _independent_fingerprint(a.documents)
+    changed = a.documents.copy()
+    changed.loc[0, "text"] += "!"
+    assert _independent_fingerprint(changed) != a.info["fingerprint"]
+
+
+def test_share_dir_is_opt_in():
+    assert DemoRoots.default().share is None
+    with pytest.raises(ValueError, match=r"data\.demo\.share_dir"):
+        DemoRoots.default("/nonexistent/share")
+    cfg = config(domains=["Ubuntu IRC"], docs_per_domain=3)
+    assert cfg["data"]["demo"]["share_dir"] is None

@@ -213,3 +213,46 @@ def test_score_base_equals_reference():
 def test_job_rejects_eval_steps_beyond_selection():
     with pytest.raises(ValueError, match="eval steps"):
         _job(0, 2, 1, eval_steps=(3,))
+
+
+def _reference_nll_given_context(model, eval_ids: torch.Tensor, n_context: int) -> float:
+    """One forward over bos + context + text; sum -log p of the text tokens only."""
+    model.eval()
+    with torch.no_grad():
+        logp = torch.log_softmax(model(eval_ids[:-1][None]).logits[0], -1)
+    targets = eval_ids[1:]
+    scored = torch.arange(n_context, len(targets))
+    return -logp[scored, targets[scored]].sum().item()
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_split_protocol_scores_text_given_context(batched):
+    model = tiny_gpt2(V, n_positions=48)
+    jobs = []
+    for pid, n_context in ((0, 12), (1, 25)):
+        job = _job(pid, 2, 30 + pid, eval_steps=(0, 2))
+        job.n_context = n_context
+        jobs.append(job)
+    settings = TrainSettings(lr=1e-3)
+    base_model = copy.deepcopy(model)  # the sequential path trains `model` in place
+    tuner = Finetuner(model, select_trainable(model, "full"), settings)
+    rows = list(tuner.run(jobs, batch_prompts=2 if batched else 1))
+    model = base_model
+    rows = [r for group in rows for r in (group if isinstance(group, list) else [group])]
+    for job in jobs:
+        base = next(r for r in rows if r.prompt_id == job.prompt_id and r.steps == 0)
+        expected = _reference_nll_given_context(model, job.eval_ids, job.n_context)
+        assert base.nll == pytest.approx(expected, rel=1e-5)
+        # the same tokens scored without the context give another number
+        assert base.nll != pytest.approx(_reference_nll(model, job.eval_ids, 48), rel=1e-3)
+        trained = copy.deepcopy(model)
+        opt = torch.optim.Adam(trained.parameters(), lr=settings.lr, eps=settings.eps)
+        for seq in job.train_ids:
+            trained.train()
+            loss = trained(seq[None], labels=seq[None]).loss
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        final = next(r for r in rows if r.prompt_id == job.prompt_id and r.steps == 2)
+        expected = _reference_nll_given_context(trained, job.eval_ids, job.n_context)
+        assert final.nll == pytest.approx(expected, rel=1e-4)

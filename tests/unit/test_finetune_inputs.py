@@ -99,6 +99,19 @@ def test_build_jobs_truncates_and_orders(run_dir):
     assert jobs[0].n_bytes == len((TEXTS[0] * 3).encode("utf-8"))
 
 
+def test_split_protocol_jobs_condition_on_the_context(run_dir):
+    tok = tiny_tokenizer()
+    prompts = pd.read_parquet(run_dir / "prompts.parquet")
+    prompts["context_text"] = ["", TEXTS[1], "", TEXTS[2]]
+    jobs = _jobs(run_dir, None, None, prompts=prompts)
+    for job, context, text in zip(jobs, prompts["context_text"], prompts["eval_text"], strict=True):
+        ctx = tok(context, add_special_tokens=False)["input_ids"] if context else []
+        body = tok(text, add_special_tokens=False)["input_ids"]
+        assert job.n_context == len(ctx)
+        assert job.eval_ids.tolist() == [tok.bos_token_id, *ctx, *body]
+        assert job.n_bytes == len(text.encode("utf-8"))  # only the scored text's bytes
+
+
 def test_adaptive_stops_become_eval_steps(run_dir):
     sel = read_selection(run_dir / "sift.parquet")
     mem = pd.read_parquet(run_dir / "memory.parquet")

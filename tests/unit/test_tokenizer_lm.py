@@ -33,7 +33,7 @@ def tokenizer():
 def tiny_model_cfg(**pretrain_cfg):
     cfg = validate_config(
         {
-            "data": {"seq_len": 32},
+            "data": {"seq_len": 32, "eval_tokens": 32},
             "model": {
                 "vocab_size": 320,
                 "n_layer": 2,
@@ -82,12 +82,21 @@ def test_chunks_and_prompts(tokenizer):
     assert seqs["input_ids"].map(len).tolist() == expect
     joined = "".join(seqs.loc[seqs["doc_id"] == 5, "text"])
     assert TEXTS[0].startswith(joined)
-    prompts = make_prompts(docs, tokenizer, 1, prompt_tokens=10, eval_tokens=12, domains=["Github"])
     ids = tokenizer(TEXTS[0], add_special_tokens=False)["input_ids"]
-    assert prompts.loc[0, "prompt_text"] == tokenizer.decode(ids[:10])
-    assert prompts.loc[0, "eval_text"] == tokenizer.decode(ids[10:22])
+    split = make_prompts(docs, tokenizer, 1, 10, 12, domains=["Github"], protocol="split")
+    assert split.loc[0, "prompt_text"] == split.loc[0, "context_text"] == tokenizer.decode(ids[:10])
+    assert split.loc[0, "eval_text"] == tokenizer.decode(ids[10:22])
+    # same (the paper's protocol): the embedded text is the scored text, no context
+    same = make_prompts(docs, tokenizer, 1, 10, 12, domains=["Github"], protocol="same")
+    assert same.loc[0, "prompt_text"] == same.loc[0, "eval_text"] == tokenizer.decode(ids[:12])
+    assert same.loc[0, "context_text"] == ""
+    assert list(same.columns) == list(split.columns)
     with pytest.raises(ValueError, match=r"data\.prompts_per_domain"):
-        make_prompts(docs, tokenizer, 2, prompt_tokens=10, eval_tokens=12, domains=["Github"])
+        make_prompts(docs, tokenizer, 2, 10, 12, domains=["Github"], protocol="split")
+    with pytest.raises(ValueError, match=r"data\.prompts_per_domain.*data\.eval_tokens"):
+        make_prompts(docs, tokenizer, 1, 10, n0 + 1, domains=["Github"], protocol="same")
+    with pytest.raises(ValueError, match=r"data\.protocol"):
+        make_prompts(docs, tokenizer, 1, 10, 12, domains=["Github"], protocol="both")
     with pytest.raises(ValueError, match=r"data\.seq_len"):
         check_seq_len(64, tokenizer)
 

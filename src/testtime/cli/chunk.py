@@ -22,6 +22,7 @@ def run(args: argparse.Namespace) -> None:
     import pandas as pd
 
     from testtime.chunking import check_seq_len, chunk_documents, make_prompts
+    from testtime.config import check_prompt_fits
     from testtime.io import write_parquet, write_run_json
     from testtime.tokenizer import load_tokenizer
 
@@ -30,6 +31,10 @@ def run(args: argparse.Namespace) -> None:
     tok = load_tokenizer(args.tokenizer)
     n_positions = config["model"]["n_positions"] if config["model"]["source"] == "train" else None
     check_seq_len(data["seq_len"], tok, n_positions)
+    limit = n_positions or getattr(tok, "model_max_length", None)
+    if limit is not None and limit < 10**9:
+        where = "model.n_positions" if n_positions else "the tokenizer's model_max_length"
+        check_prompt_fits(data, limit, where)
     docs = pd.read_parquet(args.documents)
     outputs = {}
     for split, out in (("pretrain", args.pretrain_out), ("memory", args.memory_out)):
@@ -44,6 +49,7 @@ def run(args: argparse.Namespace) -> None:
         data["prompt_tokens"],
         data["eval_tokens"],
         list(data["domains"]),
+        data["protocol"],
     )
     outputs[args.prompts_out] = prompts
     for out, frame in outputs.items():

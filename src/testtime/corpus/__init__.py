@@ -8,20 +8,19 @@ records (:mod:`~testtime.corpus.records`). Both dedupe exact duplicates before t
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
 from testtime.corpus.demo import LOCAL_DOMAINS, MATH_DOMAIN, DemoRoots
-from testtime.corpus.split import MIN_DOC_CHARS, DocumentCollector, assign_splits
+from testtime.corpus.split import MIN_DOC_CHARS, DocumentCollector, assign_splits, seeded_hash
 from testtime.io import package_versions
-from testtime.seeding import derive_seed
 
-__all__ = ["Corpus", "DemoRoots", "build_corpus", "build_demo_documents"]
+__all__ = ["Corpus", "DemoRoots", "build_corpus", "build_demo_documents", "fingerprint"]
 
 
 class Corpus(NamedTuple):
@@ -36,12 +35,11 @@ def _collect_local(collector: DocumentCollector, domain: str, roots: DemoRoots, 
     if not candidates:
         raise ValueError(
             f"config key 'data.domains': demo domain {domain!r} found no source files under "
-            f"{roots} (Ubuntu IRC needs /usr/share/man)"
+            f"{roots} (Ubuntu IRC needs data.demo.share_dir, e.g. /usr/share)"
         )
-    # Seeded order over the sorted candidates: reading stops once the domain is full.
-    order = np.random.default_rng(derive_seed(seed, "corpus", domain)).permutation(len(candidates))
-    for i in order:
-        source, load = candidates[int(i)]
+    # Consistent sampling: read candidates in the order of a seeded hash of their name until the
+    # domain is full, so a file added or removed changes at most the documents it touches.
+    for source, load in sorted(candidates, key=lambda c: seeded_hash(seed, domain, c[0])):
         text = load()
         if text is not None:
             collector.add(domain, source, text)
@@ -56,7 +54,7 @@ def _collect_math(
     from testtime.corpus.mathgen import generate_in_subprocess
 
     start = time.monotonic()
-    need = collector.per_domain
+    need = collector.caps[MATH_DOMAIN]
     # a little slack for exact duplicates, which the collector drops
     out = generate_in_subprocess(
         seed,
@@ -78,7 +76,7 @@ def build_demo_documents(
     data_cfg: Mapping[str, Any], seed: int, roots: DemoRoots | None = None
 ) -> tuple[DocumentCollector, dict[str, Any]]:
     """Collect ``data.docs_per_domain`` distinct documents per demo domain."""
-    roots = roots or DemoRoots.default()
+    roots = roots or DemoRoots.default(data_cfg["demo"]["share_dir"])
     known = (*LOCAL_DOMAINS, MATH_DOMAIN)
     unknown = [d for d in data_cfg["domains"] if d not in known]
     if unknown:
@@ -86,7 +84,10 @@ def build_demo_documents(
             f"config key 'data.domains': the demo source has no domain {unknown}; known: {known}"
         )
     collector = DocumentCollector(
-        data_cfg["domains"], data_cfg["docs_per_domain"], data_cfg["max_doc_chars"]
+        data_cfg["domains"],
+        data_cfg["docs_per_domain"],
+        data_cfg["max_doc_chars"],
+        data_cfg["docs_per_domain_override"],
     )
     info: dict[str, Any] = {
         "roots": {
@@ -123,5 +124,26 @@ def build_corpus(config: Mapping[str, Any], roots: DemoRoots | None = None) -> C
         n_short_dropped=collector.n_short,
         counts=documents.groupby(["domain", "split"]).size().unstack(fill_value=0).to_dict("index"),
         sources=documents["source"].tolist(),
+        fingerprint=fingerprint(documents),
     )
     return Corpus(documents, info)
+
+
+def fingerprint(documents: pd.DataFrame) -> str:
+    """sha256 (hex) of every document's id, domain, split and text, in table order.
+
+    Two corpora with the same fingerprint give the same downstream data; the README prints the
+    demo's next to its table.
+    """
+    h = hashlib.sha256()
+    for doc_id, domain, split, text in zip(
+        documents["doc_id"],
+        documents["domain"],
+        documents["split"],
+        documents["text"],
+        strict=True,
+    ):
+        for part in (str(int(doc_id)), domain, split, text):
+            h.update(part.encode("utf-8"))
+            h.update(b"\0")
+    return h.hexdigest()

@@ -1,19 +1,23 @@
 """Local text sources of the offline demo corpus, one per Pile-named domain.
 
-Everything is read from what the project's own install put on the machine (the Python standard
-library and the venv's site-packages); ``/usr/share`` adds more when present but is never
-required for the five default domains.
+By default everything is read from what the project's own install put on the machine: the
+Python standard library and the distributions of the venv's site-packages that the lock file
+pins. A system share directory (``data.demo.share_dir``, e.g. ``/usr/share``) is opt-in: its
+files depend on the host's packages, so a corpus that reads it is no longer a function of the
+lock file and the Python minor version alone.
 
 | domain | local source |
 |---|---|
 | Github | standard-library ``.py`` files (test suites excluded) |
 | StackExchange | standard-library docstrings (module, classes, functions), one doc per module |
-| Pile-CC | package long descriptions (METADATA) by section; ``/usr/share/doc/*/README*`` |
-| FreeLaw | licence files of installed packages; ``/usr/share/common-licenses``, Debian copyrights |
-| Ubuntu IRC | man pages (``/usr/share/man``, roff stripped to text); needs ``/usr/share`` |
+| Pile-CC | package long descriptions (METADATA) by section; opt-in: ``<share>/doc/*/README*`` |
+| FreeLaw | licence files of installed packages; opt-in: ``<share>/common-licenses``, copyrights |
+| Ubuntu IRC | man pages (``<share>/man``, roff stripped to text); needs the share directory |
 
 DM Mathematics comes from :mod:`testtime.corpus.mathgen`. Each domain lists its candidates as
-``(source, load)`` pairs in sorted order; ``load()`` returns the text or None. Paths are
+``(source, load)`` pairs; ``source`` names the file relative to its root (``stdlib/json/
+decoder.py``, ``site-packages/numpy-2.1.3.dist-info/LICENSE.txt``, ``share/...``), so it is the
+same on every machine and in every clone. ``load()`` returns the text or None. Paths are
 arguments (:class:`DemoRoots`) so tests point the builder at a tiny synthetic tree.
 """
 
@@ -37,21 +41,37 @@ README_NAME = re.compile(r"^README", re.IGNORECASE)
 MAN_SECTIONS = ("man1", "man5", "man8")
 
 
+# Installed by the venv bootstrap or as the project itself, not pinned by the lock file: their
+# files change with the day of install (pip, setuptools, wheel) or with every edit (testtime).
+UNPINNED_DISTRIBUTIONS = frozenset({"pip", "setuptools", "wheel", "testtime"})
+
+
 @dataclass(frozen=True)
 class DemoRoots:
-    """Where the demo sources live: stdlib dir, site-packages dirs, optional /usr/share."""
+    """Where the demo sources live: stdlib dir, site-packages dirs, optional share dir."""
 
     stdlib: Path
     site_packages: tuple[Path, ...]
     share: Path | None = None
 
     @classmethod
-    def default(cls) -> DemoRoots:
-        """This interpreter's stdlib and site-packages, and /usr/share when it exists."""
+    def default(cls, share_dir: str | None = None) -> DemoRoots:
+        """This interpreter's stdlib and site-packages; ``share_dir`` only when asked for."""
         paths = sysconfig.get_paths()
         site = tuple(dict.fromkeys(Path(paths[k]) for k in ("purelib", "platlib")))
-        share = Path("/usr/share")
-        return cls(Path(paths["stdlib"]), site, share if share.is_dir() else None)
+        share = Path(share_dir) if share_dir else None
+        if share is not None and not share.is_dir():
+            raise ValueError(f"config key 'data.demo.share_dir': {share_dir!r} is not a directory")
+        return cls(Path(paths["stdlib"]), site, share)
+
+
+def source_name(label: str, root: Path, path: Path) -> str:
+    """Machine-independent name of ``path`` under ``root``: ``label/relative/path``.
+
+    >>> source_name("stdlib", Path("/opt/py/lib"), Path("/opt/py/lib/json/decoder.py"))
+    'stdlib/json/decoder.py'
+    """
+    return f"{label}/{path.relative_to(root).as_posix()}"
 
 
 def read_text(path: Path) -> str | None:
@@ -77,7 +97,10 @@ def _walk(root: Path, pattern: str) -> list[Path]:
 
 def github(roots: DemoRoots) -> list[Candidate]:
     """Standard-library Python sources."""
-    return [(str(p), partial(read_text, p)) for p in _walk(roots.stdlib, "*.py")]
+    return [
+        (source_name("stdlib", roots.stdlib, p), partial(read_text, p))
+        for p in _walk(roots.stdlib, "*.py")
+    ]
 
 
 def module_docstrings(path: Path) -> str | None:
@@ -104,13 +127,25 @@ def module_docstrings(path: Path) -> str | None:
 
 def stackexchange(roots: DemoRoots) -> list[Candidate]:
     """Standard-library docstrings, one document per module."""
-    return [(f"docstrings:{p}", partial(module_docstrings, p)) for p in _walk(roots.stdlib, "*.py")]
+    return [
+        (f"docstrings:{source_name('stdlib', roots.stdlib, p)}", partial(module_docstrings, p))
+        for p in _walk(roots.stdlib, "*.py")
+    ]
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def _distributions(roots: DemoRoots) -> list[metadata.Distribution]:
+    """Installed distributions pinned by the lock file, sorted by (name, version)."""
     dists = metadata.distributions(path=[str(p) for p in roots.site_packages])
-    by_path = {str(getattr(d, "_path", d.metadata["Name"])): d for d in dists}
-    return [by_path[k] for k in sorted(by_path)]
+    by_name = {
+        (_canonical(d.metadata["Name"] or ""), d.version): d
+        for d in dists
+        if d.metadata["Name"] and _canonical(d.metadata["Name"]) not in UNPINNED_DISTRIBUTIONS
+    }
+    return [by_name[k] for k in sorted(by_name)]
 
 
 def _description(dist: metadata.Distribution) -> str:
@@ -166,19 +201,26 @@ def pile_cc(roots: DemoRoots) -> list[Candidate]:
     if roots.share is not None:
         for p in sorted((roots.share / "doc").glob("*/*")):
             if README_NAME.match(p.name) and p.is_file():
-                out.append((str(p), partial(read_text, p)))
+                out.append((source_name("share", roots.share, p), partial(read_text, p)))
     return out
 
 
 def free_law(roots: DemoRoots) -> list[Candidate]:
-    """Licence texts of installed packages, common licences and Debian copyright files."""
-    paths = [
-        p for root in roots.site_packages for p in _walk(root, "*") if LICENCE_NAME.match(p.name)
-    ]
+    """Licence files of the pinned distributions (from their RECORD); opt-in share licences."""
+    found: dict[str, Path] = {}
+    for dist in _distributions(roots):
+        for rel in dist.files or ():
+            parts = Path(str(rel)).parts
+            if LICENCE_NAME.match(parts[-1]) and not EXCLUDED_DIRS.intersection(parts[:-1]):
+                path = Path(str(dist.locate_file(rel)))
+                if path.is_file():
+                    found[f"site-packages/{Path(str(rel)).as_posix()}"] = path
     if roots.share is not None:
-        paths += _walk(roots.share / "common-licenses", "*")
-        paths += sorted((roots.share / "doc").glob("*/copyright"))
-    return [(str(p), partial(read_text, p)) for p in sorted(set(paths))]
+        share_paths = _walk(roots.share / "common-licenses", "*")
+        share_paths += sorted((roots.share / "doc").glob("*/copyright"))
+        for p in share_paths:
+            found[source_name("share", roots.share, p)] = p
+    return [(name, partial(read_text, found[name])) for name in sorted(found)]
 
 
 _ROFF_FONT = re.compile(r"\\f(\[[^\]]*\]|\(..|.)")
@@ -217,7 +259,9 @@ def ubuntu_irc(roots: DemoRoots) -> list[Candidate]:
     if roots.share is None:
         return []
     paths = [p for s in MAN_SECTIONS for p in sorted((roots.share / "man" / s).glob("*"))]
-    return [(str(p), partial(_man_page, p)) for p in paths if p.is_file()]
+    return [
+        (source_name("share", roots.share, p), partial(_man_page, p)) for p in paths if p.is_file()
+    ]
 
 
 LOCAL_DOMAINS: dict[str, Callable[[DemoRoots], list[Candidate]]] = {

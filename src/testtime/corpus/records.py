@@ -65,7 +65,10 @@ def collect_records(data_cfg: Mapping[str, Any]) -> tuple[DocumentCollector, dic
     dataset, description = open_source(data_cfg)
     hf = data_cfg["hf"]
     collector = DocumentCollector(
-        data_cfg["domains"], data_cfg["docs_per_domain"], data_cfg["max_doc_chars"]
+        data_cfg["domains"],
+        data_cfg["docs_per_domain"],
+        data_cfg["max_doc_chars"],
+        data_cfg["docs_per_domain_override"],
     )
     scanned = 0
     for row, text, domain in iter_records(

@@ -13,8 +13,6 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from testtime.seeding import derive_seed
-
 SPLITS = ("pretrain", "memory", "test")
 MIN_DOC_CHARS = 200  # shorter documents yield no 16-token chunk worth embedding
 
@@ -40,7 +38,8 @@ class DocumentCollector:
     """Collects documents per domain, dropping exact duplicates (after truncation) across domains.
 
     ``add`` returns True when the document was kept. A domain stops accepting documents once it
-    holds ``per_domain``; near-duplicates (e.g. licence variants) are kept on purpose.
+    holds its cap: ``overrides[domain]`` (data.docs_per_domain_override) or ``per_domain``;
+    near-duplicates (e.g. licence variants) are kept on purpose.
 
     >>> c = DocumentCollector(["a"], per_domain=2, max_chars=300)
     >>> c.add("a", "s1", "x" * 250), c.add("a", "s2", " " + "x" * 250), c.add("a", "s3", "y" * 250)
@@ -49,7 +48,21 @@ class DocumentCollector:
     (True, 1)
     """
 
-    def __init__(self, domains: Sequence[str], per_domain: int, max_chars: int) -> None:
+    def __init__(
+        self,
+        domains: Sequence[str],
+        per_domain: int,
+        max_chars: int,
+        overrides: Mapping[str, int] | None = None,
+    ) -> None:
+        overrides = dict(overrides or {})
+        unknown = sorted(set(overrides) - set(domains))
+        if unknown:
+            raise ValueError(
+                f"config key 'data.docs_per_domain_override': domains {unknown} are not in "
+                "data.domains"
+            )
+        self.caps = {d: int(overrides.get(d, per_domain)) for d in domains}
         self.per_domain = per_domain
         self.max_chars = max_chars
         self.docs: dict[str, list[Document]] = {d: [] for d in domains}
@@ -58,7 +71,7 @@ class DocumentCollector:
         self.n_short = 0
 
     def full(self, domain: str) -> bool:
-        return len(self.docs[domain]) >= self.per_domain
+        return len(self.docs[domain]) >= self.caps[domain]
 
     def all_full(self) -> bool:
         return all(self.full(d) for d in self.docs)
@@ -80,14 +93,32 @@ class DocumentCollector:
 
     def check_counts(self, where: str) -> None:
         """ValueError naming data.docs_per_domain and each domain that came up short."""
-        short = {d: len(v) for d, v in self.docs.items() if len(v) < self.per_domain}
+        short = {d: len(v) for d, v in self.docs.items() if len(v) < self.caps[d]}
         if short:
-            detail = ", ".join(f"{d!r} has {n}" for d, n in short.items())
-            raise ValueError(
-                f"config key 'data.docs_per_domain': {self.per_domain} documents requested per "
-                f"domain but {detail} distinct documents of at least {MIN_DOC_CHARS} characters "
-                f"({where}); lower data.docs_per_domain or drop the domain from data.domains"
+            detail = ", ".join(
+                f"{d!r} has {n} of {self.caps[d]} requested" for d, n in short.items()
             )
+            raise ValueError(
+                f"config key 'data.docs_per_domain': {detail} distinct documents of at least "
+                f"{MIN_DOC_CHARS} characters ({where}); lower data.docs_per_domain (or set "
+                "data.docs_per_domain_override for that domain) or drop it from data.domains"
+            )
+
+
+def seeded_hash(seed: int, *parts: str) -> bytes:
+    """sha256 of the seed and ``parts``: a sort key that is consistent under insertions.
+
+    Sorting items by it and keeping a prefix changes at most the items added or removed.
+
+    >>> key = seeded_hash(0, "Github", "a")
+    >>> key == seeded_hash(0, "Github", "a"), key == seeded_hash(1, "Github", "a")
+    (True, False)
+    """
+    h = hashlib.sha256(str(int(seed)).encode("ascii"))
+    for part in parts:
+        h.update(b"\0")
+        h.update(part.encode("utf-8"))
+    return h.digest()
 
 
 def split_counts(n: int, fractions: Mapping[str, float]) -> dict[str, int]:
@@ -112,11 +143,14 @@ def assign_splits(
     seed: int,
     min_test: int = 1,
 ) -> pd.DataFrame:
-    """Shuffle each domain's documents with the seed and cut them into the three splits.
+    """Rank each domain's documents by a seeded hash of their text; cut into the three splits.
 
-    Returns the documents table: ``doc_id`` int64 (0..D-1, ordered by domain, split, source),
-    ``domain``, ``split``, ``source``, ``text``. Each document lands in exactly one split.
-    ``min_test`` (data.prompts_per_domain) is checked against the test split size.
+    The hash of the whitespace-normalised text does not depend on the source's name or on the
+    order documents were collected in, and a document added to a domain moves at most one
+    document across each split boundary. Returns the documents table: ``doc_id`` int64
+    (0..D-1, ordered by domain, split, source), ``domain``, ``split``, ``source``, ``text``.
+    Each document lands in exactly one split. ``min_test`` (data.prompts_per_domain) is
+    checked against the test split size.
     """
     rows = []
     for domain, items in docs.items():
@@ -127,8 +161,10 @@ def assign_splits(
                 f"test split of {domain!r} holds {counts['test']} documents; raise "
                 "data.docs_per_domain or data.split.test"
             )
-        rng = np.random.default_rng(derive_seed(seed, "split", domain))
-        order = rng.permutation(len(items))
+        order = sorted(
+            range(len(items)),
+            key=lambda i: seeded_hash(seed, "split", domain, normalise(items[i].text)),
+        )
         start = 0
         for split in SPLITS:
             for i in order[start : start + counts[split]]:
