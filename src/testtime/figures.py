@@ -8,6 +8,7 @@ row in bold. Figures use matplotlib's Agg backend (no display needed).
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,12 +31,20 @@ def method_label(name: str) -> str:
 
     >>> method_label("sift_lam0.1"), method_label("sift_adaptive_a2"), method_label("nn_f")
     ("SIFT λ'=0.1", 'SIFT adaptive α=2', 'NN-F')
+    >>> method_label("nn_mem0.25")
+    'NN 25% memory'
     """
     if name.startswith("sift_lam"):
         return f"SIFT λ'={name[8:]}"
     if name.startswith("sift_adaptive_a"):
         return f"SIFT adaptive α={name[15:]}"
+    subset = _MEMORY_VARIANT.match(name)
+    if subset:
+        return f"{LABELS[subset.group(1)]} {100 * float(subset.group(2)):g}% memory"
     return LABELS.get(name, name)
+
+
+_MEMORY_VARIANT = re.compile(r"^(sift|nn)_mem([0-9.e-]+)$")
 
 
 def _cells(table: pd.DataFrame, methods: Sequence[str]) -> tuple[list[str], list[list]]:
@@ -261,4 +270,42 @@ def plot_lambda_sweep(
         xlabel="SIFT noise λ′ (log scale)",
         ylabel=f"mean {BPB_AXIS}",
         title="Sensitivity of SIFT to λ′",
+    )
+
+
+def memory_curve_markdown(curve: pd.DataFrame) -> str:
+    """The memory-size table: per memory share, SIFT and NN bpb and their paired difference."""
+    lines = [
+        "| memory | prompts | SIFT | NN | SIFT − NN (paired, ± SE) |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for r in curve.itertuples():
+        lines.append(
+            f"| {100 * r.fraction:g}% | {r.n} | {r.sift_bpb:.4f} | {r.nn_bpb:.4f} "
+            f"| {r.diff:+.4f} ± {r.diff_se:.4f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot_memory_curve(curve: pd.DataFrame, paths: Sequence[str | Path]) -> None:
+    """Paired SIFT − NN bpb (± SE) against the share of the memory both select from."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.2, 3.8))
+    ax.errorbar(
+        100 * curve["fraction"],
+        curve["diff"],
+        yerr=curve["diff_se"],
+        fmt="o-",
+        capsize=3,
+        color="tab:blue",
+        label="SIFT − NN",
+    )
+    ax.axhline(0.0, ls="--", color="gray")
+    _finish(
+        fig,
+        ax,
+        paths,
+        xlabel="memory used (% of its documents)",
+        ylabel="SIFT − NN, bits per byte (paired)",
+        title="SIFT's advantage over NN vs memory size",
     )

@@ -141,23 +141,67 @@ def check_index_matches(index: Any, embeddings: np.ndarray) -> None:
         )
 
 
+def memory_subset(memory: pd.DataFrame, fraction: float, seed: int) -> np.ndarray:
+    """Sorted memory ids ``(M',)`` int64 of the documents kept in a ``fraction`` of the memory.
+
+    ``memory`` has one row per sequence (``seq_id``, ``doc_id``, ``domain``). Each domain keeps
+    ``max(1, round(fraction * D_domain))`` of its documents, those with the smallest
+    sha256(seed, "memory-subset", doc_id), with all their sequences: subsets for growing
+    fractions are nested and keep the domain mix.
+
+    >>> mem = pd.DataFrame({"seq_id": range(6), "doc_id": [0, 0, 1, 2, 3, 3],
+    ...                     "domain": ["a"] * 6})
+    >>> kept = memory_subset(mem, 0.5, 0)
+    >>> mem.loc[mem.seq_id.isin(kept), "doc_id"].nunique(), set(kept) < set(range(6))
+    (2, True)
+    """
+    from testtime.corpus.split import seeded_hash
+
+    if not 0 < fraction <= 1:
+        raise ValueError(f"config key 'select.memory_fractions': {fraction} is not in (0, 1]")
+    keep: list[int] = []
+    for _, docs in memory.groupby("domain", sort=True)["doc_id"]:
+        unique = sorted(set(int(d) for d in docs))
+        unique.sort(key=lambda d: seeded_hash(seed, "memory-subset", str(d)))
+        keep += unique[: max(1, round(fraction * len(unique)))]
+    ids = memory.loc[memory["doc_id"].isin(keep), "seq_id"].to_numpy(dtype=np.int64)
+    return np.sort(ids)
+
+
 def search(
-    index: Any, queries: np.ndarray, k: int, index_cfg: Mapping[str, Any] | None = None
+    index: Any,
+    queries: np.ndarray,
+    k: int,
+    index_cfg: Mapping[str, Any] | None = None,
+    subset: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Top-``k`` inner products ``(P, k)`` float32 and memory ids ``(P, k)`` int64, best first."""
+    """Top-``k`` inner products ``(P, k)`` float32 and memory ids ``(P, k)`` int64, best first.
+
+    ``subset`` (memory ids) restricts the search to those rows (a Faiss ID selector, on CPU).
+    """
     import faiss
 
     q = np.ascontiguousarray(queries, dtype=np.float32)
     check_finite(q, "query embeddings")
     if q.ndim != 2 or q.shape[1] != index.d:
         raise ValueError(f"query embeddings have shape {q.shape}, the index dimension is {index.d}")
-    if k > index.ntotal:
-        raise ValueError(f"config key 'select.k': {k} exceeds the memory size {index.ntotal}")
+    size = index.ntotal if subset is None else len(subset)
+    if k > size:
+        what = "the memory size" if subset is None else "the memory subset's size"
+        raise ValueError(f"config key 'select.k': {k} exceeds {what} {size}")
+    params = None
+    if subset is not None:
+        selector = faiss.IDSelectorBatch(np.ascontiguousarray(subset, dtype=np.int64))
+        if index_cfg is not None and index_cfg["type"] != "flat":
+            params = faiss.SearchParametersIVF(sel=selector, nprobe=index_cfg["nprobe"])
+        else:
+            params = faiss.SearchParameters(sel=selector)
     if index_cfg is not None and index_cfg["type"] != "flat":
         faiss.extract_index_ivf(index).nprobe = index_cfg["nprobe"]
-    if index_cfg is not None and index_cfg["gpu"] and gpu_available():
+    # Faiss GPU indexes take no ID selector: a restricted search stays on the CPU.
+    if index_cfg is not None and index_cfg["gpu"] and gpu_available() and subset is None:
         index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
-    scores, ids = index.search(q, k)
+    scores, ids = index.search(q, k) if params is None else index.search(q, k, params=params)
     if (ids < 0).any():
         raise ValueError(
             f"the index returned fewer than select.k={k} neighbours for some queries; raise "

@@ -241,23 +241,32 @@ class Report(NamedTuple):
     steps: pd.DataFrame
     adaptive: pd.DataFrame
     lambda_sweep: pd.DataFrame
+    memory_curve: pd.DataFrame
     metrics: dict[str, Any]
     nan_prompts: dict[str, list[int]]
 
 
 def method_order(methods: Sequence[str], cfg: Mapping[str, Any]) -> list[str]:
-    """Canonical column order: base, us, nn, nn_f, sift, random, λ′ sweep, adaptive rows."""
-    from testtime.methods import adaptive_name
+    """Canonical column order: base, us, nn, nn_f, sift, random, λ′ sweep, adaptive rows,
+    memory-subset variants (smallest memory first)."""
+    from testtime.methods import adaptive_name, selection_variants
 
     known = [*METHOD_ORDER]
     known += sorted((m for m in methods if m.startswith("sift_lam")), key=lambda m: float(m[8:]))
     known += [adaptive_name(a) for a in cfg["select"]["adaptive_alphas"]]
+    subsets = [v for v in selection_variants(cfg) if v.memory_fraction < 1]
+    known += [v.name for v in sorted(subsets, key=lambda v: v.memory_fraction)]
     return [m for m in known if m in methods] + sorted(set(methods) - set(known))
 
 
 def _nan_to_none(x: Any) -> Any:
+    """JSON-ready copy: NaN/inf floats become None, numpy scalars Python numbers."""
     if isinstance(x, dict):
         return {k: _nan_to_none(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_nan_to_none(v) for v in x]
+    if isinstance(x, np.generic):
+        x = x.item()
     if isinstance(x, float) and not math.isfinite(x):
         return None
     return x
@@ -364,10 +373,11 @@ def build_report(
                 "bpb_se": all_rows.loc[v.name, "bpb_se"],
             }
             for v in selection_variants(cfg)
-            if v.selector == "sift" and v.name in all_rows.index
+            if v.selector == "sift" and v.memory_fraction == 1 and v.name in all_rows.index
         ],
         columns=["lam", "method", "bpb_mean", "bpb_se"],
     ).sort_values("lam")
+    memory_curve = memory_size_curve(cfg, results, n_boot=n_boot, seed=seed)
 
     paired: dict[str, Any] = {}
     if "base" in results:
@@ -387,7 +397,50 @@ def build_report(
         "sigma_bpb_spearman": spearman,
         "avg_steps": {m: avg_steps[m] for m in order},
         "paired": paired,
+        "memory_curve": memory_curve.to_dict("records"),
         "n_prompts": {m: len(results[m]) for m in order},
         "nan_loss_prompts": {m: v for m, v in nan_prompts.items() if v},
     }
-    return Report(table, unc, steps, adaptive, sweep, _nan_to_none(metrics), nan_prompts)
+    return Report(
+        table, unc, steps, adaptive, sweep, memory_curve, _nan_to_none(metrics), nan_prompts
+    )
+
+
+MEMORY_CURVE_COLUMNS = ["fraction", "sift", "nn", "n", "sift_bpb", "nn_bpb", "diff", "diff_se"]
+
+
+def memory_size_curve(
+    cfg: Mapping[str, Any], results: Mapping[str, pd.DataFrame], *, n_boot: int, seed: int
+) -> pd.DataFrame:
+    """Paired SIFT − NN (bpb, mean over the same prompts ± bootstrap SE) per memory share.
+
+    One row per ``select.memory_fractions`` value and the whole memory (fraction 1), where
+    both methods ran; columns :data:`MEMORY_CURVE_COLUMNS` (``sift_bpb``/``nn_bpb`` are
+    byte-weighted over the prompts), smallest memory first.
+    """
+    from testtime.methods import memory_variant_name
+
+    fractions = sorted(float(f) for f in cfg["select"]["memory_fractions"])
+    rows = []
+    for f in [*fractions, 1.0] if fractions else []:
+        sift, nn = (m if f == 1.0 else memory_variant_name(m, f) for m in ("sift", "nn"))
+        if sift not in results or nn not in results:
+            continue
+        d = paired_difference(results[sift], results[nn], n_boot=n_boot, seed=seed)
+        rows.append(
+            {
+                "fraction": f,
+                "sift": sift,
+                "nn": nn,
+                "n": d["n"],
+                "sift_bpb": byte_weighted_bpb(
+                    results[sift]["nll"].to_numpy(float), results[sift]["n_bytes"].to_numpy(float)
+                ),
+                "nn_bpb": byte_weighted_bpb(
+                    results[nn]["nll"].to_numpy(float), results[nn]["n_bytes"].to_numpy(float)
+                ),
+                "diff": d["mean"],
+                "diff_se": d["se"],
+            }
+        )
+    return pd.DataFrame(rows, columns=MEMORY_CURVE_COLUMNS)

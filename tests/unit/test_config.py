@@ -46,6 +46,7 @@ def test_defaults_fill_every_key() -> None:
         "methods": ["sift", "nn", "nn_f", "us", "random"],
         "adaptive_alphas": [],
         "lam_sweep": [],
+        "memory_fractions": [],
     }
     assert cfg["data"]["split"] == {"pretrain": 0.6, "memory": 0.28, "test": 0.12}
 
@@ -140,3 +141,14 @@ def test_docs_per_domain_override_only_for_known_domains() -> None:
         "Github": 5,
         "FreeLaw": 3,
     }
+
+
+def test_memory_fraction_variants() -> None:
+    cfg = validate_config({"select": {"methods": ["sift", "nn", "us"], "memory_fractions": [0.25]}})
+    subsets = [v for v in selection_variants(cfg) if v.memory_fraction < 1]
+    assert [(v.name, v.selector, v.memory_fraction) for v in subsets] == [
+        ("sift_mem0.25", "sift", 0.25),
+        ("nn_mem0.25", "nn", 0.25),
+    ]
+    with pytest.raises(ConfigError, match=r"select\.memory_fractions"):
+        validate_config({"select": {"memory_fractions": [1.0]}})

@@ -144,3 +144,44 @@ def test_candidates_table_sorted():
     table = candidates_table(np.array([3, 1]), np.ones((2, 2)), np.array([[5, 6], [7, 8]]))
     assert table["prompt_id"].tolist() == [1, 1, 3, 3]
     assert table["memory_id"].tolist() == [7, 8, 5, 6]
+
+
+def _memory_table() -> pd.DataFrame:
+    """3 domains with 4, 6 and 2 documents of 1-3 sequences each."""
+    rows = []
+    for domain, n_docs in (("a", 4), ("b", 6), ("c", 2)):
+        for _ in range(n_docs):
+            doc = len({r[1] for r in rows})
+            rows += [(len(rows) + i, doc, domain) for i in range(1 + doc % 3)]
+    return pd.DataFrame(rows, columns=["seq_id", "doc_id", "domain"])
+
+
+def test_memory_subsets_are_nested_per_domain_and_keep_whole_documents():
+    from testtime.index import memory_subset
+
+    mem = _memory_table()
+    previous: set[int] = set()
+    for fraction, per_domain in ((0.25, {"a": 1, "b": 2, "c": 1}), (0.5, {"a": 2, "b": 3, "c": 1})):
+        ids = memory_subset(mem, fraction, seed=0)
+        kept = mem[mem.seq_id.isin(ids)]
+        assert kept.groupby("domain").doc_id.nunique().to_dict() == per_domain
+        docs = set(kept.doc_id)
+        assert set(ids) == set(mem[mem.doc_id.isin(docs)].seq_id)  # every sequence of a kept doc
+        assert previous <= set(ids)  # nested
+        previous = set(ids)
+    assert set(memory_subset(mem, 1.0, 0)) == set(mem.seq_id)
+    assert set(memory_subset(mem, 0.5, 0)) != set(memory_subset(mem, 0.5, 1))
+    with pytest.raises(ValueError, match="select.memory_fractions"):
+        memory_subset(mem, 0.0, 0)
+
+
+def test_search_restricted_to_a_subset_equals_brute_force():
+    mem, q = unit_rows(300, 16, 1), unit_rows(5, 16, 2)
+    subset = np.sort(np.random.default_rng(3).choice(300, 90, replace=False))
+    index = build_index(mem, index_cfg(), 0)
+    scores, ids = search(index, q, 10, index_cfg(), subset)
+    ref_scores, ref_local = brute_top_k(mem[subset], q, 10)
+    np.testing.assert_array_equal(ids, subset[ref_local])
+    np.testing.assert_allclose(scores, ref_scores, rtol=1e-5)
+    with pytest.raises(ValueError, match="select.k.*subset"):
+        search(index, q, 91, index_cfg(), subset)

@@ -190,3 +190,30 @@ def test_cli_report_writes_every_file(tmp_path):
     assert set(metrics["bpb"]) == {"base", "nn", "sift", "sift_lam0.1"}
     assert metrics["sigma_bpb_pearson"] is not None
     assert list(pd.read_csv(res / "bpb_vs_steps.csv").columns) == ["method", "steps", "bpb_mean"]
+
+
+def test_memory_curve_is_the_paired_difference_per_memory_share():
+    df = _table()
+    extra = []
+    for p, (n_bytes, base) in enumerate(
+        zip([100, 300, 200, 400], [2.0, 3.0, 1.0, 2.5], strict=True)
+    ):
+        dom = "AABB"[p]
+        for s in (1, 2):  # on half the memory: sift 0.05 better than nn on every prompt
+            extra.append(_row(p, dom, "nn_mem0.5", s, base - 0.05 * s, n_bytes))
+            extra.append(_row(p, dom, "sift_mem0.5", s, base - 0.05 * s - 0.05, n_bytes))
+    df = pd.concat([df, pd.DataFrame(extra, columns=df.columns)], ignore_index=True)
+    rep = build_report(_cfg(memory_fractions=[0.5]), df, {"sift": _selection()})
+    curve = rep.memory_curve.set_index("fraction")
+    assert list(curve.index) == [0.5, 1.0]
+    assert curve.loc[0.5, "diff"] == pytest.approx(-0.05)
+    assert curve.loc[0.5, "diff_se"] == pytest.approx(0.0, abs=1e-12)  # constant differences
+    # whole memory: sift - nn at step 2 is (-0.4 - 0.01 p) - (-0.2) per prompt
+    assert curve.loc[1.0, "diff"] == pytest.approx(np.mean([-0.2 - 0.01 * p for p in range(4)]))
+    assert curve.loc[1.0, "n"] == 4
+    assert rep.metrics["memory_curve"][0]["fraction"] == 0.5
+    json.dumps(rep.metrics, allow_nan=False)  # JSON-ready
+    # subsets do not enter the lambda' sweep and come after the main methods
+    assert "sift_mem0.5" not in set(rep.lambda_sweep["method"])
+    order = list(dict.fromkeys(rep.bpb["method"]))
+    assert order.index("sift_mem0.5") > order.index("sift")

@@ -180,3 +180,35 @@ def test_dimension_mismatch_is_an_error(run_dir, capsys) -> None:
 def test_unknown_method_is_an_error(run_dir, capsys) -> None:
     assert select(run_dir, "sift_lam7") == 2
     assert "unknown method 'sift_lam7'" in capsys.readouterr().err
+
+
+def test_memory_subset_variant_selects_within_the_subset(run_dir) -> None:
+    """nn_mem0.5 = NN over the top-K of a seeded half of the memory documents."""
+    import faiss
+
+    from testtime.config import validate_config
+    from testtime.index import build_index, memory_subset
+
+    mem, prompts, _ = inputs(run_dir)
+    memory = pd.DataFrame(
+        {"seq_id": np.arange(M), "doc_id": np.arange(M) // 2, "domain": ["a"] * 6 + ["b"] * 6}
+    )
+    write_parquet(run_dir / "memory.parquet", memory)
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    cfg["select"]["memory_fractions"] = [0.5]
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg))
+    index = build_index(mem.astype(np.float32), validate_config({})["index"], 0)
+    faiss.write_index(index, str(run_dir / "m.faiss"))
+    extra = ["--index", str(run_dir / "m.faiss"), "--memory", str(run_dir / "memory.parquet")]
+    assert select(run_dir, "nn_mem0.5", *extra) == 0
+    out = pd.read_parquet(run_dir / "selections" / "nn_mem0.5.parquet")
+    subset = memory_subset(memory, 0.5, seed=3)
+    assert len(subset) == 8  # round(0.5 * 3) = 2 of 3 two-sequence documents per domain
+    for pid, rows in out.groupby("prompt_id"):
+        sims = mem[subset] @ prompts[pid].astype(np.float64)
+        expected = subset[np.argsort(-sims, kind="stable")[:N]]
+        assert rows.memory_id.tolist()[1:] == expected.tolist()
+    record = json.loads((run_dir / "selections" / "nn_mem0.5.parquet.run.json").read_text())
+    assert record["memory_fraction"] == 0.5
+    # without the index the subset cannot be searched: a clear error, exit 2
+    assert select(run_dir, "sift_mem0.5") == 2

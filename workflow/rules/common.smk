@@ -81,5 +81,14 @@ REPORT_FIGURES = [
 LAMBDA_SWEEP_OUTPUT = (
     {"lambda_sweep": f"{FIGURES}/lambda_sweep.png"} if config["select"]["lam_sweep"] else {}
 )
-REPORT_FIGURES += list(LAMBDA_SWEEP_OUTPUT.values())
+# Only a config with select.memory_fractions gets the memory-size curve.
+MEMORY_CURVE_OUTPUT = (
+    {
+        "memory_curve_md": f"{FIGURES}/memory_curve.md",
+        "memory_curve_png": f"{FIGURES}/memory_curve.png",
+    }
+    if config["select"]["memory_fractions"]
+    else {}
+)
+REPORT_FIGURES += list(LAMBDA_SWEEP_OUTPUT.values()) + list(MEMORY_CURVE_OUTPUT.values())
 REPORT_OUTPUTS = REPORT_TABLES + REPORT_PLOT_DATA + REPORT_FIGURES

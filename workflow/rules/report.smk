@@ -44,6 +44,7 @@ rule report:
         ),
         adaptive_pdf=f"{FIGURES}/adaptive_compute.pdf",
         **LAMBDA_SWEEP_OUTPUT,
+        **MEMORY_CURVE_OUTPUT,
     params:
         config=RESOLVED_CONFIG,
         results_dir=lambda wc, output: os.path.dirname(output.bpb),

@@ -6,6 +6,9 @@ rule select:
         candidates=rules.candidates.output.candidates,
         memory_embeddings=memory_embeddings,
         prompt_embeddings=rules.embed_prompts.output.embeddings,
+        # methods on a memory subset (select.memory_fractions) search the index again
+        index=rules.index.output.index,
+        memory=rules.chunk.output.memory,
     output:
         selection=f"{DATA}/selections/{{method}}.parquet",
     params:
@@ -14,6 +17,7 @@ rule select:
             "seed": config["seed"],
             "select": config["select"],
             "device": config["device"],
+            "index": config["index"],
         },
     conda:
         "../envs/testtime.yaml"
@@ -27,6 +31,7 @@ rule select:
         " --method {wildcards.method} --candidates {input.candidates:q}"
         " --memory-embeddings {input.memory_embeddings:q}"
         " --prompt-embeddings {input.prompt_embeddings:q}"
+        " --index {input.index:q} --memory {input.memory:q}"
         " --out {output.selection:q} > {log:q} 2>&1"
 
 

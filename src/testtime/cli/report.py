@@ -74,6 +74,9 @@ def run(args: argparse.Namespace) -> None:
     if cfg["select"]["lam_sweep"]:
         refs = {m: rep.metrics["bpb"][m] for m in ("nn", "base") if m in rep.metrics["bpb"]}
         figures.plot_lambda_sweep(rep.lambda_sweep, refs, [fig / "lambda_sweep.png"])
+    if cfg["select"]["memory_fractions"]:
+        write_text(fig / "memory_curve.md", figures.memory_curve_markdown(rep.memory_curve))
+        figures.plot_memory_curve(rep.memory_curve, [fig / "memory_curve.png"])
     for path in [res / "bpb.csv", res / "metrics.json"]:
         write_run_json(path, cfg, seed=cfg["seed"], extra={"per_prompt": args.per_prompt})
 
@@ -84,6 +87,8 @@ def run(args: argparse.Namespace) -> None:
             for r in summary.itertuples()
         )
     )
+    for r in rep.memory_curve.itertuples():
+        print(f"memory {100 * r.fraction:g}%: SIFT - NN {r.diff:+.4f} ± {r.diff_se:.4f}")
     for key in ("sift-nn", "sift-base"):
         if key in rep.metrics["paired"]:
             d = rep.metrics["paired"][key]

@@ -19,6 +19,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompt-embeddings", required=True, help="prompts.npy (+ .ids.npy)")
     parser.add_argument("--out", required=True, help="selections/<method>.parquet to write")
     parser.add_argument("--batch-prompts", type=int, default=512, help="prompts per batch")
+    parser.add_argument(
+        "--index", help="memory.faiss: methods on a memory subset (sift_mem<f>) search it again"
+    )
+    parser.add_argument("--memory", help="memory.parquet: documents of the memory subsets")
 
 
 def run(args: argparse.Namespace) -> None:
@@ -30,7 +34,12 @@ def run(args: argparse.Namespace) -> None:
     from testtime.io import write_parquet, write_run_json
     from testtime.methods import variant_by_name
     from testtime.seeding import generator_for
-    from testtime.selection.pipeline import read_candidates, read_embeddings, select_table
+    from testtime.selection.pipeline import (
+        read_candidates,
+        read_embeddings,
+        select_table,
+        subset_candidates,
+    )
 
     if args.batch_prompts < 1:
         raise ValueError(f"--batch-prompts must be >= 1, got {args.batch_prompts}")
@@ -39,6 +48,16 @@ def run(args: argparse.Namespace) -> None:
     device = resolve_device(config["device"])
     n, seed = config["select"]["n"], config["seed"]
     candidates = read_candidates(args.candidates)
+    if variant.memory_fraction < 1:
+        candidates = subset_candidates(
+            args.index or "",
+            args.memory or "",
+            args.prompt_embeddings,
+            variant.memory_fraction,
+            config["select"]["k"],
+            config["index"],
+            seed,
+        )
     memory = read_embeddings(args.memory_embeddings, "--memory-embeddings")
     prompts = read_embeddings([args.prompt_embeddings], "--prompt-embeddings")
 
@@ -71,6 +90,7 @@ def run(args: argparse.Namespace) -> None:
         "method": variant.name,
         "selector": variant.selector,
         "lam": variant.lam,
+        "memory_fraction": variant.memory_fraction,
         "n": n,
         "k": int(candidates.memory_ids.shape[1]),
         "prompts": int(candidates.memory_ids.shape[0]),

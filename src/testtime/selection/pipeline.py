@@ -10,8 +10,8 @@ step 0), ``variance`` float32 (σ²(x* | first ``step`` points); step 0 is k(x*,
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
-from typing import NamedTuple
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -67,6 +67,35 @@ def read_candidates(path: str | os.PathLike[str]) -> Candidates:
         raise ValueError(f"{where}: ranks of some prompt are not exactly 0..{k - 1}")
     memory_ids = df["memory_id"].to_numpy(np.int64).reshape(-1, k)
     return Candidates(counts.index.to_numpy(np.int64), memory_ids)
+
+
+def subset_candidates(
+    index_path: str | os.PathLike[str],
+    memory_path: str | os.PathLike[str],
+    prompt_embeddings_path: str | os.PathLike[str],
+    fraction: float,
+    k: int,
+    index_cfg: Mapping[str, Any],
+    seed: int,
+) -> Candidates:
+    """Top-``k`` candidates of every prompt within a ``fraction`` of the memory documents.
+
+    The memory-size curve (``select.memory_fractions``): the same Faiss search as the
+    candidates stage, restricted to :func:`testtime.index.memory_subset`.
+    """
+    import faiss
+
+    from testtime.index import load_embeddings, memory_subset, search
+
+    for arg, path in (("--index", index_path), ("--memory", memory_path)):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{arg} {str(path)!r} does not exist (memory subsets)")
+    memory = pd.read_parquet(memory_path, columns=["seq_id", "doc_id", "domain"])
+    subset = memory_subset(memory, fraction, seed)
+    queries, prompt_ids = load_embeddings(prompt_embeddings_path)
+    _, ids = search(faiss.read_index(str(index_path)), queries, k, index_cfg, subset)
+    order = np.argsort(prompt_ids, kind="stable")
+    return Candidates(prompt_ids[order].astype(np.int64), ids[order])
 
 
 def read_embeddings(paths: Sequence[str | os.PathLike[str]], arg: str) -> Embeddings:
