@@ -209,10 +209,11 @@ class BatchedLoraTrainer:
         model = self.ft.model
         model.train()
         params = list(self.lora.params.values())
-        with self.lora.applied(rows), _autocast(device, self.ft.autocast):
-            losses = row_losses(model(ids).logits, ids, valid)  # (b,)
-        finite = torch.isfinite(losses.detach())
-        grads = torch.autograd.grad(losses.masked_fill(~finite, 0.0).sum(), params)
+        with torch.enable_grad():
+            with self.lora.applied(rows), _autocast(device, self.ft.autocast):
+                losses = row_losses(model(ids).logits, ids, valid)  # (b,)
+            finite = torch.isfinite(losses.detach())
+            grads = torch.autograd.grad(losses.masked_fill(~finite, 0.0).sum(), params)
         self.steps_taken += 1
         mask = torch.zeros(n_b, dtype=torch.bool, device=device)
         mask[torch.tensor(rows, device=device)[finite]] = True
