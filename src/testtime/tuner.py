@@ -235,7 +235,7 @@ class TestTimeTuner:
         take (n, or the adaptive stop)."""
         for p in prompts:
             self._prompt_ids(p)
-        queries = self.memory.embed(list(prompts))  # (P, d)
+        queries = self.memory.embed(list(prompts), str(self.device))  # (P, d)
         _, ids = self.memory.search(queries, self.k)  # (P, K)
         cands = self.memory.embeddings[ids]  # (P, K, d)
         kwargs = {}
