@@ -162,3 +162,76 @@ def test_adapter_slots_are_independent_copies():
     init = {n: v for n, v in copy.deepcopy(tuner._base).items()}
     assert all(torch.equal(a1[n], init[n]) for n in init)  # slot 1 took no step
     assert any(not torch.equal(a0[n], init[n]) for n in init)
+
+
+def test_bf16_autocast_batched_close_to_sequential():
+    settings = TrainSettings(lr=3e-3)
+    jobs = [_job(0, 3, 1, eval_steps=(3,)), _job(1, 2, 2, eval_steps=(2,))]
+    seq = _lora_tuner(settings)
+    seq.autocast = True
+    expected = [seq.run_sequential(j)[-1].nll for j in jobs]
+    tuner = _lora_tuner(settings)
+    tuner.autocast = True
+    got = [rows[-1].nll for rows in run_lora_batched(tuner, jobs)]
+    assert got == pytest.approx(expected, rel=2e-2)
+
+
+def test_finetune_stage_lora_batch_prompts(tmp_path):
+    """The workflow's finetune stage (run_finetune) with finetune.mode lora: batch_prompts 3
+    takes the batched path and gives the rows of batch_prompts 1."""
+    import numpy as np
+    import pandas as pd
+
+    from tests.unit.tiny_lm import TEXTS, tiny_tokenizer
+    from testtime.config import validate_config
+    from testtime.finetune_inputs import run_finetune
+
+    tok = tiny_tokenizer()
+    tiny_gpt2(vocab=len(tok), n_positions=32).save_pretrained(tmp_path / "model")
+    tok.save_pretrained(tmp_path / "model")
+    rng = np.random.default_rng(0)
+    pd.DataFrame(
+        {
+            "seq_id": np.arange(8),
+            "input_ids": [rng.integers(1, len(tok), 20 + 3 * i).astype(np.int32) for i in range(8)],
+        }
+    ).to_parquet(tmp_path / "memory.parquet")
+    pd.DataFrame(
+        {
+            "prompt_id": np.arange(3),
+            "domain": ["Github"] * 3,
+            "prompt_text": ["p"] * 3,
+            "eval_text": [TEXTS[i] * 2 for i in range(3)],
+        }
+    ).to_parquet(tmp_path / "prompts.parquet")
+    rows = [(p, 0, -1, 1.0) for p in range(3)]
+    rows += [(p, s, int(rng.integers(0, 8)), 0.5**s) for p in range(3) for s in range(1, 3 + p)]
+    pd.DataFrame(rows, columns=["prompt_id", "step", "memory_id", "variance"]).to_parquet(
+        tmp_path / "sift.parquet"
+    )
+    tables = []
+    for batch in (1, 3):
+        cfg = validate_config(
+            {
+                "device": "cpu",
+                "select": {"n": 4, "k": 8, "methods": ["sift"], "adaptive_alphas": []},
+                "finetune": {"mode": "lora", "lr": 3e-3, "eval_at": [], "batch_prompts": batch},
+            }
+        )
+        tables.append(
+            run_finetune(
+                cfg,
+                method="sift",
+                model_dir=tmp_path / "model",
+                prompts_path=tmp_path / "prompts.parquet",
+                memory_path=tmp_path / "memory.parquet",
+                selection_path=tmp_path / "sift.parquet",
+            )
+        )
+    one, batched = tables
+    assert (
+        one[["prompt_id", "steps"]].values.tolist()
+        == batched[["prompt_id", "steps"]].values.tolist()
+    )
+    assert batched["bpb"].tolist() == pytest.approx(one["bpb"].tolist(), rel=1e-5)
+    assert len(set(one["bpb"].round(6))) > 3  # steps change the score
