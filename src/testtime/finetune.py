@@ -12,7 +12,10 @@ Two paths with one result:
 * :meth:`Finetuner.run_batched` (B prompts at once; for GPUs): the trainable parameters are
   stacked ``(B, *shape)``; per-prompt losses and gradients come from ``torch.func.vmap`` over
   ``functional_call``, and Adam runs elementwise on the stacked tensors, masked per prompt (a
-  prompt that has run out of steps or hit a NaN loss stops updating).
+  prompt that has run out of steps or hit a NaN loss stops updating). For ``lora`` (a peft
+  model with only LoRA trainable) :meth:`Finetuner.run` uses :mod:`testtime.lora_batched`
+  instead: one forward through the frozen base for all B prompts, per-prompt adapters as
+  batched matmuls.
 
 With dropout off both give the same numbers (tested). With dropout on, the sequential path seeds
 torch per prompt with ``derive_seed(seed, prompt_id)``; the batched path draws different masks
@@ -207,8 +210,13 @@ class Finetuner:
             for job in jobs:
                 yield self.run_sequential(job)
             return
+        from testtime.lora_batched import is_lora_model, run_lora_batched
+
+        # LoRA: per-prompt adapters as batched matmuls over one frozen-base forward
+        lora = is_lora_model(self.model, self.trainable)
         for lo in range(0, len(jobs), batch_prompts):
-            yield from self.run_batched(jobs[lo : lo + batch_prompts])
+            part = jobs[lo : lo + batch_prompts]
+            yield from run_lora_batched(self, part) if lora else self.run_batched(part)
 
     # ------------------------------------------------------------------------- sequential
     def _optimizer(self, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:

@@ -25,6 +25,8 @@ SUBCOMMANDS = (
     "aggregate",
     "report",
     "bench",
+    "memory",
+    "generate",
 )
 
 

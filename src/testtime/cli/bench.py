@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "run a benchmark against its baseline (selection: SIFT vs activeft; finetune)"
+HELP = "run a benchmark against its baseline (selection: SIFT vs activeft; finetune; lora)"
 
 TARGETS = {
     "selection": "testtime.benchmarks.selection",
     "finetune": "testtime.benchmarks.finetune",
+    "lora": "testtime.benchmarks.lora",
 }
 
 
