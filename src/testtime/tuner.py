@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from testtime.adapters import MODES, select_trainable, wrap_lora
-from testtime.bpb import IGNORE, bits_per_byte, make_windows, model_context, score_windows
+from testtime.bpb import bits_per_byte, make_windows, model_context, score_windows
 from testtime.finetune import STATUS_OK, Finetuner, PromptJob, TrainSettings
 from testtime.lora_batched import BatchedLoraTrainer, StackedLora
 from testtime.memory import Memory
@@ -410,8 +410,8 @@ class TestTimeTuner:
         p_ids = self._prompt_ids(prompt)
         t_ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         seq = torch.tensor([self._start_id(), *p_ids, *t_ids])
-        inputs, targets = make_windows([seq], self.context)
-        targets.view(1, -1)[:, : len(p_ids)] = IGNORE  # prompt tokens are context only
+        # prompt tokens are context only: the split protocol's scoring (testtime.bpb)
+        inputs, targets = make_windows([seq], self.context, unscored=[len(p_ids)])
         adaptation = [self.adapt(prompt)] if adapted else None
         self.model.eval()
         with self._weights(adaptation), torch.no_grad():

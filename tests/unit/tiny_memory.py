@@ -50,7 +50,7 @@ def pretrained_model(root: Path, docs: dict[str, str], steps: int = 30) -> Path:
     seqs = [w for ids in encode(texts, tokenizer) for w in windows(ids, CONTEXT)]
     model_cfg = validate_config(
         {
-            "data": {"seq_len": CONTEXT},
+            "data": {"seq_len": CONTEXT, "eval_tokens": CONTEXT},
             "model": {
                 "vocab_size": 400,
                 "n_layer": 2,
