@@ -77,7 +77,7 @@ def test_nn_free_config_may_select_more_than_k() -> None:
     assert cfg["select"]["n"] == 6
 
 
-@pytest.mark.parametrize("name", ["config.yaml", "paper.yaml", "sweep.yaml", "split.yaml"])
+@pytest.mark.parametrize("name", ["config.yaml", "paper.yaml", "sweep.yaml", "split.yaml", "second.yaml"])
 def test_shipped_configs_validate_and_comment_every_key(name: str) -> None:
     path = REPO / "config" / name
     load_config(path)
