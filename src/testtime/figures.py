@@ -2,7 +2,9 @@
 
 Tables follow the paper's layout: one row per domain (plus ``all``), one column per method,
 entries ``100 x bpb`` with the bootstrap SE in parentheses and the best (lowest) entry of each
-row in bold. Figures use matplotlib's Agg backend (no display needed).
+row in bold. Figures use matplotlib's Agg backend (no display needed) and are byte-reproducible
+(no creation date in the PDFs). Each plot function writes through an optional
+:class:`testtime.io.AtomicGroup`, so the report stage renames all its files together.
 """
 
 from __future__ import annotations
@@ -10,9 +12,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:
+    from testtime.io import AtomicGroup
 
 LABELS = {
     "base": "Base",
@@ -121,25 +127,58 @@ def _plt():
     return plt
 
 
-def _finish(fig, ax, paths: Sequence[str | Path], *, xlabel: str, ylabel: str, title: str) -> None:
-    """Label, legend and grid ``ax``; write ``fig`` atomically to every path; close it."""
+# Metadata that would differ between identical runs (matplotlib stamps PDFs with the time).
+REPRODUCIBLE_METADATA = {"pdf": {"CreationDate": None}, "png": {}}
+
+
+def _finish(
+    fig,
+    ax,
+    paths: Sequence[str | Path],
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    group: AtomicGroup | None = None,
+) -> None:
+    """Label, legend and grid ``ax``; write ``fig`` to every path (through ``group`` if given,
+    else each atomically on its own); close it."""
     import matplotlib.pyplot as plt
 
-    from testtime.io import atomic_path
+    from testtime.io import AtomicGroup
 
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, which="both")
-    for p in paths:
-        with atomic_path(p) as tmp:
-            fig.savefig(tmp, format=Path(p).suffix[1:], bbox_inches="tight")
-    plt.close(fig)
+    own = group is None
+    g = AtomicGroup() if own else group
+    try:
+        for p in paths:
+            fmt = Path(p).suffix[1:]
+            if fmt not in REPRODUCIBLE_METADATA:
+                raise ValueError(f"figure {str(p)!r}: format {fmt!r} is not png or pdf")
+            fig.savefig(
+                g.path(p), format=fmt, bbox_inches="tight", metadata=REPRODUCIBLE_METADATA[fmt]
+            )
+        if own:
+            g.commit()
+    except BaseException:
+        if own:
+            g.discard()
+        raise
+    finally:
+        plt.close(fig)
 
 
 def plot_uncertainty(
-    unc: pd.DataFrame, bins: int, pearson: float, spearman: float, paths: Sequence[str | Path]
+    unc: pd.DataFrame,
+    bins: int,
+    pearson: float,
+    spearman: float,
+    paths: Sequence[str | Path],
+    group: AtomicGroup | None = None,
 ) -> None:
     """SIFT's posterior σ_N(x*) (x) vs bpb after fine-tuning (y): prompts + binned means ± SE."""
     plt = _plt()
@@ -174,13 +213,16 @@ def plot_uncertainty(
         fig,
         ax,
         paths,
+        group=group,
         xlabel=r"SIFT posterior uncertainty $\sigma_N(x^\star)$",
         ylabel=f"bpb after fine-tuning ({BPB_AXIS.split(' (')[0]})",
         title="Uncertainty predicts the error after test-time fine-tuning",
     )
 
 
-def plot_bpb_vs_steps(steps: pd.DataFrame, paths: Sequence[str | Path]) -> None:
+def plot_bpb_vs_steps(
+    steps: pd.DataFrame, paths: Sequence[str | Path], group: AtomicGroup | None = None
+) -> None:
     """Mean bpb (byte-weighted over prompts) against gradient steps, one line per method."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.2, 3.8))
@@ -190,13 +232,19 @@ def plot_bpb_vs_steps(steps: pd.DataFrame, paths: Sequence[str | Path]) -> None:
         fig,
         ax,
         paths,
+        group=group,
         xlabel="gradient steps (selected sequences)",
         ylabel=f"mean {BPB_AXIS}",
         title="Test-time fine-tuning: bpb against number of steps",
     )
 
 
-def plot_adaptive(steps: pd.DataFrame, adaptive: pd.DataFrame, paths: Sequence[str | Path]) -> None:
+def plot_adaptive(
+    steps: pd.DataFrame,
+    adaptive: pd.DataFrame,
+    paths: Sequence[str | Path],
+    group: AtomicGroup | None = None,
+) -> None:
     """bpb against average steps: SIFT with a fixed N vs adaptive SIFT at each α."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.2, 3.8))
@@ -230,6 +278,7 @@ def plot_adaptive(steps: pd.DataFrame, adaptive: pd.DataFrame, paths: Sequence[s
         fig,
         ax,
         paths,
+        group=group,
         xlabel="average gradient steps per prompt",
         ylabel=f"mean {BPB_AXIS}",
         title="Compute-proportional test-time fine-tuning",
@@ -237,7 +286,10 @@ def plot_adaptive(steps: pd.DataFrame, adaptive: pd.DataFrame, paths: Sequence[s
 
 
 def plot_lambda_sweep(
-    sweep: pd.DataFrame, references: dict[str, float], paths: Sequence[str | Path]
+    sweep: pd.DataFrame,
+    references: dict[str, float],
+    paths: Sequence[str | Path],
+    group: AtomicGroup | None = None,
 ) -> None:
     """SIFT's bpb (all domains, ± SE) against its noise λ′, with reference methods as lines."""
     plt = _plt()
@@ -258,6 +310,7 @@ def plot_lambda_sweep(
         fig,
         ax,
         paths,
+        group=group,
         xlabel="SIFT noise λ′ (log scale)",
         ylabel=f"mean {BPB_AXIS}",
         title="Sensitivity of SIFT to λ′",
