@@ -180,3 +180,14 @@ def test_dimension_mismatch_is_an_error(run_dir, capsys) -> None:
 def test_unknown_method_is_an_error(run_dir, capsys) -> None:
     assert select(run_dir, "sift_lam7") == 2
     assert "unknown method 'sift_lam7'" in capsys.readouterr().err
+
+
+def test_candidates_with_another_k_are_an_error(run_dir, capsys) -> None:
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    cfg["select"]["k"] = K + 1  # the candidates hold K per prompt
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg))
+    assert select(run_dir, "sift") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "candidates.parquet" in err and f"K={K}" in err and f"'select.k' is {K + 1}" in err
+    assert not (run_dir / "selections" / "sift.parquet").exists()
