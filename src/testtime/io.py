@@ -4,8 +4,8 @@ Every artifact is written to a temporary file in the destination directory and r
 place, so a killed job never leaves a half-written file that looks complete; a stage's outputs
 and their ``run.json`` records are renamed together (:class:`AtomicGroup`), so a failed stage
 leaves the previous set untouched. Artifacts get the permissions of a plain write (0666/0777
-minus the umask). No pickle: arrays
-are .npy (``allow_pickle=False``), tables Parquet, metadata JSON.
+minus the umask). No pickle: arrays are .npy (``allow_pickle=False``), tables Parquet, metadata
+JSON.
 """
 
 from __future__ import annotations
@@ -95,8 +95,21 @@ def _naming(exc: OSError, target: Path) -> OSError:
     return type(exc)(exc.errno, exc.strerror or str(exc), str(target))
 
 
-def _fsync_tree(path: Path) -> None:
-    files = [path] if path.is_file() else [p for p in sorted(path.rglob("*")) if p.is_file()]
+def _settle(path: Path) -> None:
+    """fsync a staged file, or every file of a staged directory, and give what a library wrote
+    inside a staged directory the umask's permissions too (safetensors writes 0600)."""
+    if path.is_file():
+        files = [path]
+    else:
+        mask = _umask()
+        files = []
+        for p in sorted(path.rglob("*")):
+            if p.is_symlink():
+                continue
+            executable = p.is_dir() or p.stat().st_mode & 0o111
+            os.chmod(p, (0o777 if executable else 0o666) & ~mask)
+            if p.is_file():
+                files.append(p)
     for f in files:
         with open(f, "rb") as fh:
             os.fsync(fh.fileno())
@@ -161,7 +174,7 @@ class AtomicGroup:
 
     def commit(self) -> None:
         for tmp, _ in self._staged:
-            _fsync_tree(tmp)
+            _settle(tmp)
         records = [(tmp, t) for tmp, t in self._staged if _is_record(t)]
         others = [(tmp, t) for tmp, t in self._staged if not _is_record(t)]
         for _, target in records:

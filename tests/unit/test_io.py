@@ -52,12 +52,14 @@ def test_artifacts_honour_the_umask(tmp_path, umask, mask):
     with io.atomic_path(tmp_path / "model", is_dir=True) as tmp:
         (tmp / "weights.bin").write_bytes(b"w")
         (tmp / "sub").mkdir()
+        (tmp / "private.bin").write_bytes(b"p")
+        (tmp / "private.bin").chmod(0o600)  # as safetensors writes its files
     # the reference: what a plain open() and mkdir() create under the same umask
     (tmp_path / "plain.txt").write_text("x")
     (tmp_path / "plain").mkdir()
     file_mode, dir_mode = _mode(tmp_path / "plain.txt"), _mode(tmp_path / "plain")
     assert file_mode == 0o666 & ~mask and dir_mode == 0o777 & ~mask
-    for name in ("a.txt", "a.json", "a.npy", "a.parquet", "model/weights.bin"):
+    for name in ("a.txt", "a.json", "a.npy", "a.parquet", "model/weights.bin", "model/private.bin"):
         assert _mode(tmp_path / name) == file_mode, name
     for name in ("model", "model/sub"):
         assert _mode(tmp_path / name) == dir_mode, name
