@@ -55,7 +55,7 @@ def main() -> None:
     lines = []
     for domain, items in candidates(Path(args.share)).items():
         taken, seen = 0, set()
-        for name, path, load in sorted(items, key=lambda c: seeded_hash(args.seed, domain, c[0])):
+        for _name, path, load in sorted(items, key=lambda c: seeded_hash(args.seed, domain, c[0])):
             text = load(path)
             if not text or len(text.strip()) < MIN_DOC_CHARS or text in seen:
                 continue

@@ -40,10 +40,15 @@ def load_embedding_model(name: str, device: str | torch.device = "cpu") -> Embed
     """Tokenizer and ``AutoModel`` encoder for ``embed.model``."""
     from transformers import AutoModel, AutoTokenizer
 
+    from testtime.io import looks_local, require_local_dir
+
     path = resolve_model_path(name)
+    local = looks_local(path)
+    if local:  # never looked up on the hub
+        path = require_local_dir(path, "config key 'embed.model':")
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModel.from_pretrained(path)
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local)
+        model = AutoModel.from_pretrained(path, local_files_only=local)
     except OSError as exc:
         raise FileNotFoundError(f"config key 'embed.model': cannot load {name!r}: {exc}") from exc
     return EmbeddingModel(tokenizer, model.to(device).eval(), path)

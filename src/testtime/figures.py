@@ -2,7 +2,9 @@
 
 Tables follow the paper's layout: one row per domain (plus ``all``), one column per method,
 entries ``100 x bpb`` with the bootstrap SE in parentheses and the best (lowest) entry of each
-row in bold. Figures use matplotlib's Agg backend (no display needed).
+row in bold. Figures use matplotlib's Agg backend (no display needed) and are byte-reproducible
+(no creation date in the PDFs). Each plot function writes through an optional
+:class:`testtime.io.AtomicGroup`, so the report stage renames all its files together.
 """
 
 from __future__ import annotations
@@ -11,9 +13,13 @@ import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:
+    from testtime.io import AtomicGroup
 
 LABELS = {
     "base": "Base",
@@ -130,25 +136,58 @@ def _plt():
     return plt
 
 
-def _finish(fig, ax, paths: Sequence[str | Path], *, xlabel: str, ylabel: str, title: str) -> None:
-    """Label, legend and grid ``ax``; write ``fig`` atomically to every path; close it."""
+# Metadata that would differ between identical runs (matplotlib stamps PDFs with the time).
+REPRODUCIBLE_METADATA = {"pdf": {"CreationDate": None}, "png": {}}
+
+
+def _finish(
+    fig,
+    ax,
+    paths: Sequence[str | Path],
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    group: AtomicGroup | None = None,
+) -> None:
+    """Label, legend and grid ``ax``; write ``fig`` to every path (through ``group`` if given,
+    else each atomically on its own); close it."""
     import matplotlib.pyplot as plt
 
-    from testtime.io import atomic_path
+    from testtime.io import AtomicGroup
 
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, which="both")
-    for p in paths:
-        with atomic_path(p) as tmp:
-            fig.savefig(tmp, format=Path(p).suffix[1:], bbox_inches="tight")
-    plt.close(fig)
+    own = group is None
+    g = AtomicGroup() if own else group
+    try:
+        for p in paths:
+            fmt = Path(p).suffix[1:]
+            if fmt not in REPRODUCIBLE_METADATA:
+                raise ValueError(f"figure {str(p)!r}: format {fmt!r} is not png or pdf")
+            fig.savefig(
+                g.path(p), format=fmt, bbox_inches="tight", metadata=REPRODUCIBLE_METADATA[fmt]
+            )
+        if own:
+            g.commit()
+    except BaseException:
+        if own:
+            g.discard()
+        raise
+    finally:
+        plt.close(fig)
 
 
 def plot_uncertainty(
-    unc: pd.DataFrame, bins: int, pearson: float, spearman: float, paths: Sequence[str | Path]
+    unc: pd.DataFrame,
+    bins: int,
+    pearson: float,
+    spearman: float,
+    paths: Sequence[str | Path],
+    group: AtomicGroup | None = None,
 ) -> None:
     """SIFT's posterior σ_N(x*) (x) vs bpb after fine-tuning (y): prompts + binned means ± SE."""
     plt = _plt()
@@ -183,13 +222,16 @@ def plot_uncertainty(
         fig,
         ax,
         paths,
+        group=group,
         xlabel=r"SIFT posterior uncertainty $\sigma_N(x^\star)$",
         ylabel=f"bpb after fine-tuning ({BPB_AXIS.split(' (')[0]})",
         title="Uncertainty predicts the error after test-time fine-tuning",
     )
 
 
-def plot_bpb_vs_steps(steps: pd.DataFrame, paths: Sequence[str | Path]) -> None:
+def plot_bpb_vs_steps(
+    steps: pd.DataFrame, paths: Sequence[str | Path], group: AtomicGroup | None = None
+) -> None:
     """Mean bpb (byte-weighted over prompts) against gradient steps, one line per method."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.2, 3.8))
@@ -199,13 +241,19 @@ def plot_bpb_vs_steps(steps: pd.DataFrame, paths: Sequence[str | Path]) -> None:
         fig,
         ax,
         paths,
+        group=group,
         xlabel="gradient steps (selected sequences)",
         ylabel=f"mean {BPB_AXIS}",
         title="Test-time fine-tuning: bpb against number of steps",
     )
 
 
-def plot_adaptive(steps: pd.DataFrame, adaptive: pd.DataFrame, paths: Sequence[str | Path]) -> None:
+def plot_adaptive(
+    steps: pd.DataFrame,
+    adaptive: pd.DataFrame,
+    paths: Sequence[str | Path],
+    group: AtomicGroup | None = None,
+) -> None:
     """bpb against average steps: SIFT with a fixed N vs adaptive SIFT at each α."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.2, 3.8))
@@ -239,6 +287,7 @@ def plot_adaptive(steps: pd.DataFrame, adaptive: pd.DataFrame, paths: Sequence[s
         fig,
         ax,
         paths,
+        group=group,
         xlabel="average gradient steps per prompt",
         ylabel=f"mean {BPB_AXIS}",
         title="Compute-proportional test-time fine-tuning",
@@ -246,7 +295,10 @@ def plot_adaptive(steps: pd.DataFrame, adaptive: pd.DataFrame, paths: Sequence[s
 
 
 def plot_lambda_sweep(
-    sweep: pd.DataFrame, references: dict[str, float], paths: Sequence[str | Path]
+    sweep: pd.DataFrame,
+    references: dict[str, float],
+    paths: Sequence[str | Path],
+    group: AtomicGroup | None = None,
 ) -> None:
     """SIFT's bpb (all domains, ± SE) against its noise λ′, with reference methods as lines."""
     plt = _plt()
@@ -267,6 +319,7 @@ def plot_lambda_sweep(
         fig,
         ax,
         paths,
+        group=group,
         xlabel="SIFT noise λ′ (log scale)",
         ylabel=f"mean {BPB_AXIS}",
         title="Sensitivity of SIFT to λ′",
@@ -287,7 +340,9 @@ def memory_curve_markdown(curve: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_memory_curve(curve: pd.DataFrame, paths: Sequence[str | Path]) -> None:
+def plot_memory_curve(
+    curve: pd.DataFrame, paths: Sequence[str | Path], group: AtomicGroup | None = None
+) -> None:
     """Paired SIFT − NN bpb (± SE) against the share of the memory both select from."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.2, 3.8))
@@ -308,4 +363,5 @@ def plot_memory_curve(curve: pd.DataFrame, paths: Sequence[str | Path]) -> None:
         xlabel="memory used (% of its documents)",
         ylabel="SIFT − NN, bits per byte (paired)",
         title="SIFT's advantage over NN vs memory size",
+        group=group,
     )

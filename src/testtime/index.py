@@ -131,6 +131,23 @@ def build_index(x: np.ndarray, index_cfg: Mapping[str, Any], seed: int) -> Any:
     return index
 
 
+def read_index(path: str | os.PathLike[str], flag: str = "index") -> Any:
+    """Load a Faiss index file; FileNotFoundError / ValueError naming ``flag`` and the file
+    (Faiss reports a corrupt or truncated file as a RuntimeError with a C++ trace)."""
+    import faiss
+
+    if not os.path.isfile(path):
+        state = "is not a file" if os.path.exists(path) else "does not exist"
+        raise FileNotFoundError(f"{flag} {str(path)!r} {state}")
+    try:
+        return faiss.read_index(str(path))
+    except RuntimeError as exc:
+        raise ValueError(
+            f"{flag} {str(path)!r} is not a readable Faiss index (corrupt or truncated?); "
+            "rebuild it with `testtime index`"
+        ) from exc
+
+
 def check_index_matches(index: Any, embeddings: np.ndarray) -> None:
     """ValueError when a loaded index does not hold exactly these ``(M, d)`` memory rows."""
     m, d = embeddings.shape

@@ -81,9 +81,15 @@ def load_causal_lm(
     """``AutoModelForCausalLM`` from a local directory or hub id, in eval mode on ``device``."""
     from transformers import AutoModelForCausalLM
 
-    kwargs = {"dtype": dtype} if dtype is not None else {}
+    from testtime.io import looks_local, require_local_dir
+
+    kwargs: dict[str, Any] = {"dtype": dtype} if dtype is not None else {}
+    where = str(path_or_id)
+    if looks_local(path_or_id):  # never looked up on the hub
+        where = require_local_dir(path_or_id, "causal LM directory")
+        kwargs["local_files_only"] = True
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(path_or_id), **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(where, **kwargs)
     except OSError as exc:
         raise FileNotFoundError(f"cannot load a causal LM from {str(path_or_id)!r}: {exc}") from exc
     return model.to(device).eval()

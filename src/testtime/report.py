@@ -9,7 +9,10 @@ Conventions (docs/pipeline.md section 6):
   (``numpy.random.default_rng(seed).integers(0, P, (n_boot, P))``: the same resamples for every
   method with the same prompts, so SEs of different methods are comparable);
 * paired differences are means of per-prompt bpb differences with a bootstrap SE;
-* prompts whose fine-tuning hit a NaN loss are left out of that method's numbers and listed.
+* every comparison is over one prompt set: a configured method without results, or a method
+  lacking prompts that others have, is an error (``--allow-partial`` compares over the prompts
+  all methods have and records what is missing in metrics.json ``partial``); prompts whose
+  fine-tuning hit a NaN loss in any method are left out of every method's numbers and listed.
 """
 
 from __future__ import annotations
@@ -49,6 +52,52 @@ def validate_per_prompt(df: pd.DataFrame) -> None:
         lacking = sorted(set(grp["prompt_id"]) - base)
         if lacking:
             raise ValueError(f"method {method!r} has prompts without a base result: {lacking[:10]}")
+
+
+def check_complete(
+    df: pd.DataFrame,
+    methods: Sequence[str],
+    prompt_ids: Sequence[int] | None = None,
+    *,
+    allow_partial: bool = False,
+) -> dict[str, Any]:
+    """Check that ``df`` holds every method of ``methods`` for the same prompts.
+
+    Every comparison of methods must be over one prompt set, so a method missing altogether, a
+    method lacking prompts another method has (a shard left out), or (with ``prompt_ids``, all
+    test prompts) a prompt no method has, is a ValueError naming them. With ``allow_partial``
+    these are tolerated and returned instead (``missing_methods``, ``missing_prompts`` per
+    method), for the caller to report; the comparison then uses the prompts all methods have.
+    Methods that the config does not run are an error either way.
+    """
+    present = list(dict.fromkeys(df["method"]))
+    extra = [m for m in present if m not in methods]
+    if extra:
+        raise ValueError(
+            f"per-prompt results hold methods {extra} that this config does not run "
+            f"(it runs {list(methods)}: base, select.methods and select.lam_sweep)"
+        )
+    sets = {m: set(df.loc[df["method"] == m, "prompt_id"].astype(int)) for m in present}
+    universe = set().union(*sets.values()) if sets else set()
+    if prompt_ids is not None:
+        universe |= {int(p) for p in prompt_ids}
+    missing_methods = [m for m in methods if m not in present]
+    missing_prompts = {m: sorted(universe - s) for m, s in sets.items() if universe - s}
+    if (missing_methods or missing_prompts) and not allow_partial:
+        parts = []
+        if missing_methods:
+            parts.append(f"methods {missing_methods} have no results")
+        for m, lacking in missing_prompts.items():
+            shown = ", ".join(map(str, lacking[:10])) + (", ..." if len(lacking) > 10 else "")
+            parts.append(
+                f"method {m!r} lacks prompts [{shown}] ({len(lacking)} of {len(universe)})"
+            )
+        raise ValueError(
+            "per-prompt results are incomplete: " + "; ".join(parts) + " (a shard or method "
+            "left out?); methods are only compared over the same prompts: pass all shards, or "
+            "--allow-partial to compare over the prompts every method has"
+        )
+    return {"missing_methods": missing_methods, "missing_prompts": missing_prompts}
 
 
 def aggregate(paths: Sequence[str | Path]) -> pd.DataFrame:
@@ -272,15 +321,32 @@ def _nan_to_none(x: Any) -> Any:
     return x
 
 
+def _partial_record(partial: Mapping[str, Any], allowed: bool) -> dict[str, Any] | None:
+    """What ``--allow-partial`` left out (None for complete results)."""
+    if not (partial["missing_methods"] or partial["missing_prompts"]):
+        return None
+    return {
+        "allowed": allowed,
+        "missing_methods": list(partial["missing_methods"]),
+        "missing_prompts": {m: list(p) for m, p in partial["missing_prompts"].items()},
+    }
+
+
 def build_report(
     cfg: Mapping[str, Any],
     per_prompt: pd.DataFrame,
     selections: Mapping[str, pd.DataFrame],
+    *,
+    allow_partial: bool = False,
 ) -> Report:
     """Compute every table and metric from per-prompt results and sift selections.
 
     ``selections`` maps a variant name (``sift``, ``sift_lam0.1``) to its selection table;
-    ``sift`` is needed for the uncertainty plot and adaptive rows.
+    ``sift`` is needed for the uncertainty plot and adaptive rows. Every method is scored over
+    one prompt set: results lacking a configured method or some method's prompts are an error
+    (:func:`check_complete`) unless ``allow_partial``, which compares over the prompts all
+    methods have and records what was left out in ``metrics["partial"]``; a prompt with a NaN
+    loss in any method is left out of every method's numbers (and listed).
     """
     from testtime.finetune_inputs import adaptive_steps
     from testtime.methods import adaptive_name, selection_variants
@@ -289,14 +355,17 @@ def build_report(
     n_boot = int(cfg["report"]["bootstrap"])
     seed = int(cfg["seed"])
     alphas = list(cfg["select"]["adaptive_alphas"])
+    configured = ["base", *(v.name for v in selection_variants(cfg))]
+    partial = check_complete(per_prompt, configured, allow_partial=allow_partial)
     present = list(dict.fromkeys(per_prompt["method"]))
+    common = set.intersection(
+        *(set(per_prompt.loc[per_prompt["method"] == m, "prompt_id"].astype(int)) for m in present)
+    )
+    per_prompt = per_prompt[per_prompt["prompt_id"].isin(common)]
     results: dict[str, pd.DataFrame] = {}
     nan_prompts: dict[str, list[int]] = {}
-    avg_steps: dict[str, float] = {}
     for method in present:
-        rows, bad = split_ok(final_rows(per_prompt, method))
-        results[method], nan_prompts[method] = rows, bad
-        avg_steps[method] = float(rows["steps"].mean()) if len(rows) else math.nan
+        results[method], nan_prompts[method] = split_ok(final_rows(per_prompt, method))
 
     sift_sel = selections.get("sift")
     stops_by_alpha: dict[float, dict[int, int]] = {}
@@ -313,8 +382,14 @@ def build_report(
             name = adaptive_name(a)
             rows, bad = split_ok(rows_at_steps(per_prompt, "sift", stops_by_alpha[float(a)]))
             results[name], nan_prompts[name] = rows, bad
-            avg_steps[name] = float(rows["steps"].mean()) if len(rows) else math.nan
 
+    # one prompt set for every comparison: a NaN loss anywhere leaves the prompt out everywhere
+    excluded = set().union(*nan_prompts.values())
+    sift_ok = results.get("sift")
+    results = {
+        m: r[~r["prompt_id"].isin(excluded)].reset_index(drop=True) for m, r in results.items()
+    }
+    avg_steps = {m: float(r["steps"].mean()) if len(r) else math.nan for m, r in results.items()}
     order = method_order(list(results), cfg)
     results = {m: results[m] for m in order}
     domains = list(dict.fromkeys(per_prompt.sort_values("prompt_id")["domain"]))
@@ -323,10 +398,11 @@ def build_report(
     # uncertainty: sigma_N(x*) of SIFT's selection vs SIFT's bpb after fine-tuning
     unc = pd.DataFrame(columns=["prompt_id", "domain", "sigma", "bpb"])
     pearson = spearman = math.nan
-    if sift_sel is not None and "sift" in results:
+    if sift_sel is not None and sift_ok is not None:
+        # a SIFT-only statistic: over every prompt SIFT scored (not a comparison of methods)
         last = sift_sel.sort_values("step").groupby("prompt_id").tail(1)
         sigma = last.set_index("prompt_id")["variance"].clip(lower=0).pow(0.5)
-        res = results["sift"]
+        res = sift_ok
         res = res[res["prompt_id"].isin(sigma.index)]
         unc = pd.DataFrame(
             {
@@ -338,12 +414,12 @@ def build_report(
         )
         pearson, spearman = correlations(unc["sigma"].to_numpy(), unc["bpb"].to_numpy())
 
-    base = per_prompt[per_prompt["method"] == "base"]
-    curves = [
-        steps_curve(per_prompt, m, base)
-        for m in order
-        if m in present and m != "base" and not m.startswith("sift_adaptive")
-    ]
+    curve_methods = [m for m in order if m in present and m != "base"]
+    ok = (per_prompt["status"] == "ok") & np.isfinite(per_prompt["bpb"].to_numpy(dtype=float))
+    curve_prompts = common - excluded - set(per_prompt.loc[~ok, "prompt_id"].astype(int))
+    curve_rows = per_prompt[per_prompt["prompt_id"].isin(curve_prompts)]
+    base = curve_rows[curve_rows["method"] == "base"]
+    curves = [steps_curve(curve_rows, m, base) for m in curve_methods]
     steps = (
         pd.concat(curves, ignore_index=True)
         if curves
@@ -400,6 +476,7 @@ def build_report(
         "memory_curve": memory_curve.to_dict("records"),
         "n_prompts": {m: len(results[m]) for m in order},
         "nan_loss_prompts": {m: v for m, v in nan_prompts.items() if v},
+        "partial": _partial_record(partial, allow_partial),
     }
     return Report(
         table, unc, steps, adaptive, sweep, memory_curve, _nan_to_none(metrics), nan_prompts

@@ -43,14 +43,26 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int, model_max_length:
     )
 
 
-def load_tokenizer(path_or_id: str | os.PathLike[str]) -> Any:
-    """``AutoTokenizer`` from a directory or hub id, with a pad token (eos when missing)."""
+def load_tokenizer(
+    path_or_id: str | os.PathLike[str], *, local: bool = False, flag: str = "tokenizer"
+) -> Any:
+    """``AutoTokenizer`` from a directory or hub id, with a pad token (eos when missing).
+
+    A local path (``local=True``, or one that looks like a path) must be an existing directory:
+    it is never looked up on the hub. Errors name ``flag``.
+    """
     from transformers import AutoTokenizer
 
+    from testtime.io import looks_local, require_local_dir
+
+    is_local = local or looks_local(path_or_id)
+    where = require_local_dir(path_or_id, flag) if is_local else str(path_or_id)
     try:
-        tok = AutoTokenizer.from_pretrained(str(path_or_id))
-    except OSError as exc:
-        raise FileNotFoundError(f"cannot load a tokenizer from {str(path_or_id)!r}: {exc}") from exc
+        tok = AutoTokenizer.from_pretrained(where, local_files_only=is_local)
+    except (OSError, ValueError) as exc:
+        raise FileNotFoundError(
+            f"{flag}: cannot load a tokenizer from {str(path_or_id)!r}: {exc}"
+        ) from exc
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok

@@ -77,7 +77,9 @@ def test_nn_free_config_may_select_more_than_k() -> None:
     assert cfg["select"]["n"] == 6
 
 
-@pytest.mark.parametrize("name", ["config.yaml", "paper.yaml", "sweep.yaml", "split.yaml", "second.yaml"])
+@pytest.mark.parametrize(
+    "name", ["config.yaml", "paper.yaml", "sweep.yaml", "split.yaml", "second.yaml"]
+)
 def test_shipped_configs_validate_and_comment_every_key(name: str) -> None:
     path = REPO / "config" / name
     load_config(path)
@@ -151,3 +153,113 @@ def test_memory_fraction_variants() -> None:
     ]
     with pytest.raises(ConfigError, match=r"select\.memory_fractions"):
         validate_config({"select": {"memory_fractions": [1.0]}})
+
+
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        ({"select": {"lam": float("nan")}}, "select.lam"),
+        ({"finetune": {"lr": float("nan")}}, "finetune.lr"),
+        ({"finetune": {"lr": float("inf")}}, "finetune.lr"),
+        ({"select": {"adaptive_alphas": [0.1, float("-inf")]}}, "select.adaptive_alphas.1"),
+        ({"model": {"pretrain": {"weight_decay": float("nan")}}}, "model.pretrain.weight_decay"),
+    ],
+)
+def test_nan_and_infinity_are_refused(raw: dict, key: str) -> None:
+    with pytest.raises(ConfigError, match=rf"config key '{re.escape(key)}': must be a finite"):
+        validate_config(raw)
+
+
+def test_yaml_nan_in_a_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("select:\n  lam: .nan\n")
+    with pytest.raises(ConfigError, match="'select.lam': must be a finite number, got nan"):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        ({"select": {"k": 16.0}}, "select.k"),
+        ({"finetune": {"shards": 2.0}}, "finetune.shards"),
+        ({"finetune": {"eval_at": [1.0]}}, "finetune.eval_at.0"),
+        ({"seed": True}, "seed"),
+    ],
+)
+def test_integers_must_be_ints(raw: dict, key: str) -> None:
+    with pytest.raises(
+        ConfigError, match=rf"config key '{re.escape(key)}': .* not of type 'integer'"
+    ):
+        validate_config(raw)
+
+
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        ({"name": "tiny\n"}, "name"),
+        ({"name": "a/b"}, "name"),
+        ({"device": "cpu\n"}, "device"),
+    ],
+)
+def test_patterns_match_the_whole_value(raw: dict, key: str) -> None:
+    with pytest.raises(ConfigError, match=rf"config key '{key}'"):
+        validate_config(raw)
+    assert validate_config({"name": "tiny-1.0_a", "device": "cuda:1"})["name"] == "tiny-1.0_a"
+
+
+def test_snakemake_validation_agrees_on_the_name_pattern() -> None:
+    """The schema is also Snakemake's: its validator must refuse the trailing newline too."""
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate
+
+    from testtime.config import SCHEMA_PATH
+
+    cfg = validate_config({})
+    cfg["name"] = "tiny\n"
+    with pytest.raises(WorkflowError):
+        validate(cfg, schema=str(SCHEMA_PATH))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("select:\n  k: [1, 2\nname: x\n", "line 3: invalid YAML"),
+        ("select: {k: 1}\n  n: 2\n", "line 2: invalid YAML"),
+        ("- name\n- x\n", "line 1: expected a mapping of config keys, got a list"),
+        ("# just a comment\n\n", "is empty"),
+        ("", "is empty"),
+    ],
+)
+def test_bad_config_files_are_one_line_errors(tmp_path: Path, capsys, text: str, message: str):
+    from testtime.cli import main
+
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(path)
+    assert main(["corpus", "--config", str(path), "--out", str(tmp_path / "d.parquet")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(path) in err and message in err
+    assert not (tmp_path / "d.parquet").exists()
+
+
+def test_config_path_that_is_a_directory(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="is a directory"):
+        load_config(tmp_path)
+
+
+def test_slices_are_validated_but_not_filled() -> None:
+    from testtime.config import config_slice_json, load_config_json
+
+    full = validate_config({"select": {"k": 30, "n": 5}, "finetune": {"lr": 0.01}})
+    text = config_slice_json(full, ["seed", "select.k", "finetune"])
+    cfg = load_config_json(text)
+    assert cfg == {"seed": 0, "select": {"k": 30}, "finetune": full["finetune"]}
+    with pytest.raises(KeyError):  # a section the rule did not declare is absent, not defaulted
+        cfg["model"]
+    with pytest.raises(ConfigError, match="'select.k'"):
+        load_config_json('{"select": {"k": 16.0}}')
+    with pytest.raises(ConfigError, match="'select.n'"):  # cross-field checks of present keys
+        load_config_json('{"select": {"k": 5, "n": 6, "methods": ["nn"]}}')
+    with pytest.raises(ConfigError, match="--config-json: expected a JSON object"):
+        load_config_json("[1]")

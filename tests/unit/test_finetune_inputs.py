@@ -6,6 +6,7 @@ Run: .venv/bin/pytest tests/unit/test_finetune_inputs.py
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -159,7 +160,7 @@ def test_selection_with_gaps_is_an_error(tmp_path):
         read_selection(tmp_path / "s.parquet")
 
 
-def _finetune(run_dir, method, shard=0, num_shards=1, out=None):
+def _finetune(run_dir, method, shard=0, num_shards=1, out=None, selection=None):
     args = [
         "finetune", "--config", str(run_dir / "config.yaml"), "--method", method,
         "--shard", str(shard), "--num-shards", str(num_shards),
@@ -168,15 +169,58 @@ def _finetune(run_dir, method, shard=0, num_shards=1, out=None):
         "--out", str(out or run_dir / "ft" / method / f"shard-{shard}.parquet"),
     ]  # fmt: skip
     if method != "base":
-        args += ["--selection", str(run_dir / f"{method}.parquet")]
+        args += ["--selection", str(selection or run_dir / f"{method}.parquet")]
     return main(args)
 
 
-def test_cli_finetune_and_aggregate(run_dir):
+def _full_selection(run_dir, method):
+    """The fixture's selection with prompt 0 completed to select.n = 3 steps."""
+    sel = pd.read_parquet(run_dir / f"{method}.parquet")
+    extra = pd.DataFrame({"prompt_id": [0], "step": [3], "memory_id": [5], "variance": [0.125]})
+    full = pd.concat([sel, extra.astype(sel.dtypes.to_dict())], ignore_index=True)
+    path = run_dir / f"{method}_full.parquet"
+    full.sort_values(["prompt_id", "step"]).to_parquet(path)
+    return path
+
+
+def test_cli_refuses_a_selection_shorter_than_select_n(run_dir, capsys):
+    out = run_dir / "short.parquet"
+    assert _finetune(run_dir, "sift", out=out) == 2  # prompt 0 has 2 steps, select.n is 3
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "sift.parquet" in err and "prompt 0" in err and "'select.n' is 3" in err
+    assert not out.exists()
+
+
+def test_cli_finetune_and_aggregate(run_dir, capsys):
     assert _finetune(run_dir, "base") == 0
-    assert _finetune(run_dir, "sift", 0, 2) == 0
-    assert _finetune(run_dir, "sift", 1, 2) == 0
+    sift = _full_selection(run_dir, "sift")
+    assert _finetune(run_dir, "sift", 0, 2, selection=sift) == 0
+    assert _finetune(run_dir, "sift", 1, 2, selection=sift) == 0
     shards = sorted((run_dir / "ft").glob("*/shard-*.parquet"))
+    out = run_dir / "per_prompt.parquet"
+
+    def aggregate(*paths, extra=()):
+        return main(["aggregate", "--config", str(run_dir / "config.yaml"), "--inputs",
+                     *map(str, paths), "--prompts", str(run_dir / "prompts.parquet"),
+                     "--out", str(out), *extra])  # fmt: skip
+
+    # nn is configured but has no results: refused, naming it
+    assert aggregate(*shards) == 2
+    assert "methods ['nn'] have no results" in capsys.readouterr().err
+    assert not out.exists()
+    assert _finetune(run_dir, "nn", selection=_full_selection(run_dir, "nn")) == 0
+    shards = sorted((run_dir / "ft").glob("*/shard-*.parquet"))
+    # one method's shard left out: refused, naming the method and its missing prompts
+    sift_1 = run_dir / "ft" / "sift" / "shard-1.parquet"
+    assert aggregate(*(s for s in shards if s != sift_1)) == 2
+    err = capsys.readouterr().err
+    assert "method 'sift' lacks prompts [1, 3] (2 of 4)" in err, err
+    assert not out.exists()
+    # ... unless explicitly allowed, which the record says
+    assert aggregate(*(s for s in shards if s != sift_1), extra=["--allow-partial"]) == 0
+    record = json.loads((run_dir / "per_prompt.parquet.run.json").read_text())
+    assert record["partial"]["missing_prompts"] == {"sift": [1, 3]}
     base = pd.read_parquet(run_dir / "ft" / "base" / "shard-0.parquet")
     assert list(base.columns) == [
         "prompt_id", "domain", "method", "steps", "nll", "n_bytes", "bpb", "status"
@@ -184,21 +228,19 @@ def test_cli_finetune_and_aggregate(run_dir):
     assert base["steps"].tolist() == [0, 0, 0, 0]
     assert np.allclose(base["bpb"], base["nll"] / (math.log(2) * base["n_bytes"]))
     assert (run_dir / "ft" / "base" / "shard-0.parquet.run.json").is_file()
-    out = run_dir / "per_prompt.parquet"
-    assert main(["aggregate", "--config", str(run_dir / "config.yaml"), "--inputs",
-                 *map(str, shards), "--out", str(out)]) == 0  # fmt: skip
+    assert aggregate(*shards) == 0
     df = pd.read_parquet(out)
+    assert json.loads((run_dir / "per_prompt.parquet.run.json").read_text())["partial"] is None
     sift = df[df["method"] == "sift"]
-    # prompt 0: eval_at [1] + final 2 (+ adaptive stop 2); others: 1, 2 (adaptive), 3 (final)
+    # eval_at [1], the adaptive stop 2 and the final step 3
     assert sift.groupby("prompt_id")["steps"].apply(list).to_dict() == {
-        0: [1, 2], 1: [1, 2, 3], 2: [1, 2, 3], 3: [1, 2, 3]
+        0: [1, 2, 3], 1: [1, 2, 3], 2: [1, 2, 3], 3: [1, 2, 3]
     }  # fmt: skip
     assert (sift["status"] == "ok").all()
     # shards are disjoint by prompt_id % 2
     assert set(pd.read_parquet(run_dir / "ft/sift/shard-1.parquet")["prompt_id"]) == {1, 3}
     # a shard given twice is refused
-    assert main(["aggregate", "--config", str(run_dir / "config.yaml"), "--inputs",
-                 *map(str, shards), str(shards[0]), "--out", str(out)]) == 2  # fmt: skip
+    assert aggregate(*shards, shards[0]) == 2
 
 
 def test_cli_reports_missing_selection(run_dir, capsys):

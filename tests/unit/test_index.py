@@ -185,3 +185,42 @@ def test_search_restricted_to_a_subset_equals_brute_force():
     np.testing.assert_allclose(scores, ref_scores, rtol=1e-5)
     with pytest.raises(ValueError, match="select.k.*subset"):
         search(index, q, 91, index_cfg(), subset)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])
+def test_corrupt_index_is_a_one_line_error(tmp_path, data, capsys, damage):
+    mem, q = data
+    _write(tmp_path / "memory.0.npy", mem, np.arange(500))
+    _write(tmp_path / "prompts.npy", q, np.arange(7))
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("select:\n  k: 5\n  n: 2\n")
+    index = tmp_path / "memory.faiss"
+    argv = ["index", "--config", str(cfg), "--embeddings", str(tmp_path / "memory.0.npy")]
+    assert main([*argv, "--out", str(index)]) == 0
+    blob = index.read_bytes()
+    index.write_bytes(
+        {"truncated": blob[: len(blob) // 2], "garbage": b"not an index" * 10, "empty": b""}[damage]
+    )
+    out = tmp_path / "candidates.parquet"
+    argv = ["candidates", "--config", str(cfg), "--index", str(index)]
+    assert main([*argv, "--queries", str(tmp_path / "prompts.npy"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert f"--index '{index}' is not a readable Faiss index" in err
+    assert not out.exists()
+
+
+def test_out_that_is_a_directory_is_a_one_line_error(tmp_path, data, capsys):
+    mem, _ = data
+    _write(tmp_path / "memory.0.npy", mem, np.arange(500))
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("select:\n  k: 5\n  n: 2\n")
+    (tmp_path / "out").mkdir()
+    argv = ["index", "--config", str(cfg), "--embeddings", str(tmp_path / "memory.0.npy")]
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        err
+        == f"testtime index: error: --out '{tmp_path / 'out'}' is a directory, expected a file path"
+    )
+    assert list((tmp_path / "out").iterdir()) == []

@@ -75,3 +75,20 @@ def test_errors_name_the_key(jsonl, tmp_path):
     limited["data"]["hf"]["max_scan_docs"] = 5
     with pytest.raises(ValueError, match="after scanning 5 records"):
         collect_records(limited["data"])
+
+
+@pytest.mark.parametrize("content", ["", "\n\n"])
+def test_empty_jsonl_is_a_one_line_error(tmp_path, capsys, content):
+    import yaml
+
+    from testtime.cli import main
+
+    path = tmp_path / "empty.jsonl"
+    path.write_text(content)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"data": {"source": "jsonl", "jsonl": {"path": str(path)}}}))
+    assert main(["corpus", "--config", str(cfg), "--out", str(tmp_path / "d.parquet")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "data.jsonl.path" in err and str(path) in err
+    assert not (tmp_path / "d.parquet").exists()

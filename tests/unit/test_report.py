@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import stat
 
 import numpy as np
 import pandas as pd
@@ -131,19 +133,22 @@ def test_report_numbers():
            ["nll", "bpb", "status"]] = [np.nan, np.nan, "nan_loss"]  # fmt: skip
     rep = build_report(_cfg(adaptive_alphas=[1.05]), df, {"sift": _selection()})
     assert rep.nan_prompts["nn"] == [1]
-    assert rep.metrics["n_prompts"]["nn"] == 3
     assert rep.metrics["nan_loss_prompts"] == {"nn": [1]}
-    nb = np.array([100, 300, 200, 400])
+    # nn's NaN prompt leaves every method's numbers: all are over prompts 0, 2, 3
+    assert set(rep.metrics["n_prompts"].values()) == {3}
+    assert set(rep.bpb.loc[rep.bpb.domain == "all", "n"]) == {3}
+    nb = np.array([100, 200, 400])  # prompts 0, 2, 3
+    assert rep.metrics["bpb"]["base"] == pytest.approx((np.array([2.0, 1.0, 2.5]) * nb).sum() / 700)
     # Adaptive SIFT skips point n once sigma_n > 1 / (alpha n); sigma_n = decay ** (n / 2) here
     # (variance decay ** n). At alpha 1.05 the bounds are 0.952 and 0.476: sigma_1 = 0.949,
     # 0.707, 0.837, 0.548 all pass, sigma_2 = 0.9, 0.5, 0.7 fail and 0.3 passes, so prompts
     # 0-2 stop after 1 step and prompt 3 takes both.
-    adaptive = np.array([1.8, 2.79, 0.78, 2.07])  # sift bpb at steps 1, 1, 1, 2
+    adaptive = np.array([1.8, 0.78, 2.07])  # sift bpb of prompts 0, 2, 3 at steps 1, 1, 2
     assert rep.metrics["bpb"]["sift_adaptive_a1.05"] == pytest.approx(
         (adaptive * nb).sum() / nb.sum()
     )
     assert rep.metrics["avg_steps"] == {
-        "base": 0.0, "nn": 2.0, "sift": 2.0, "sift_adaptive_a1.05": 1.25
+        "base": 0.0, "nn": 2.0, "sift": 2.0, "sift_adaptive_a1.05": pytest.approx(4 / 3)
     }  # fmt: skip
     # uncertainty: sigma = sqrt(last variance) = decay per prompt
     assert rep.uncertainty["sigma"].to_numpy() == pytest.approx([0.9, 0.5, 0.7, 0.3])
@@ -151,6 +156,11 @@ def test_report_numbers():
     assert rep.metrics["sigma_bpb_spearman"] == pytest.approx(-0.6)
     assert list(dict.fromkeys(rep.bpb.method)) == ["base", "nn", "sift", "sift_adaptive_a1.05"]
     assert rep.metrics["paired"]["sift-nn"]["n"] == 3  # nn's NaN prompt is not paired
+    assert rep.metrics["paired"]["sift-base"]["n"] == 3  # nor used in any other comparison
+    assert rep.metrics["partial"] is None
+    # the steps curves compare the methods over the same prompts too
+    base_curve = rep.steps[rep.steps.steps == 0].bpb_mean.unique()
+    assert base_curve == pytest.approx([rep.metrics["bpb"]["base"]])
 
 
 def test_markdown_table_bolds_best_per_row():
@@ -217,3 +227,121 @@ def test_memory_curve_is_the_paired_difference_per_memory_share():
     assert "sift_mem0.5" not in set(rep.lambda_sweep["method"])
     order = list(dict.fromkeys(rep.bpb["method"]))
     assert order.index("sift_mem0.5") > order.index("sift")
+
+
+def _report_argv(tmp_path, per_prompt, *extra):
+    cfg = {"seed": SEED, "select": {"n": 2, "k": 10, "methods": ["sift", "nn"]},
+           "report": {"bootstrap": 50}}  # fmt: skip
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    per_prompt.to_parquet(tmp_path / "pp.parquet")
+    _selection().to_parquet(tmp_path / "sift.parquet")
+    return ["report", "--config", str(tmp_path / "c.yaml"), "--per-prompt",
+            str(tmp_path / "pp.parquet"), "--selections", str(tmp_path / "sift.parquet"),
+            "--results-dir", str(tmp_path / "results"), "--figures-dir",
+            str(tmp_path / "figures"), *extra]  # fmt: skip
+
+
+def _files(root) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+def test_missing_method_or_prompts_are_refused_unless_allowed(tmp_path, capsys):
+    df = _table()
+    assert main(_report_argv(tmp_path, df[df.method != "nn"])) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "methods ['nn'] have no results" in err
+    # one shard of sift left out (prompts 1 and 3): sift over 2 prompts next to base over 4
+    lacking = df[~((df.method == "sift") & (df.prompt_id % 2 == 1))]
+    assert main(_report_argv(tmp_path, lacking)) == 2
+    err = capsys.readouterr().err
+    assert "method 'sift' lacks prompts [1, 3] (2 of 4)" in err and "--allow-partial" in err
+    assert not (tmp_path / "results").exists()
+    # explicitly allowed: every method over the prompts all have, and said so
+    assert main(_report_argv(tmp_path, lacking, "--allow-partial")) == 0
+    assert "--allow-partial" in capsys.readouterr().err
+    metrics = json.loads((tmp_path / "results" / "metrics.json").read_text())
+    assert metrics["partial"] == {
+        "allowed": True, "missing_methods": [], "missing_prompts": {"sift": [1, 3]}
+    }  # fmt: skip
+    assert set(metrics["n_prompts"].values()) == {2}
+    bpb = pd.read_csv(tmp_path / "results" / "bpb.csv")
+    assert set(bpb.loc[bpb.domain == "all", "n"]) == {2}
+    # base over prompts 0 and 2 only: (2.0 * 100 + 1.0 * 200) / 300
+    assert metrics["bpb"]["base"] == pytest.approx(400 / 300)
+
+
+def test_methods_the_config_does_not_run_are_refused():
+    df = _table()
+    extra = df[df.method == "nn"].assign(method="us")
+    with pytest.raises(ValueError, match=r"methods \['us'\] that this config does not run"):
+        build_report(_cfg(), pd.concat([df, extra]), {"sift": _selection()})
+
+
+def test_selection_shorter_than_select_n_is_refused(tmp_path, capsys):
+    argv = _report_argv(tmp_path, _table())
+    sel = _selection()
+    sel[~((sel.prompt_id == 2) & (sel.step == 2))].to_parquet(tmp_path / "sift.parquet")
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "sift.parquet" in err and "prompt 2 has steps 0..1" in err and "'select.n' is 2" in err
+
+
+def test_report_files_are_byte_reproducible_and_readable(tmp_path):
+    old = os.umask(0o027)
+    try:
+        for run in ("a", "b"):
+            (tmp_path / run).mkdir()
+            assert main(_report_argv(tmp_path / run, _table())) == 0
+    finally:
+        os.umask(old)
+    a, b = _files(tmp_path / "a"), _files(tmp_path / "b")
+    assert a.keys() == b.keys()
+    assert any(name.endswith(".pdf") for name in a)
+    differ = [n for n in a if a[n] != b[n] and not n.endswith("run.json") and n != "c.yaml"]
+    assert differ == []
+    for name in a:
+        path = tmp_path / "a" / name
+        assert stat.S_IMODE(path.stat().st_mode) == 0o640, name  # 0666 minus the umask 027
+
+
+def test_full_disk_leaves_the_previous_report_whole(tmp_path):
+    """Writes past a file-size limit fail like a full disk (EFBIG instead of ENOSPC): the small
+    CSVs fit, the figures do not. Nothing of the new report may replace the old one."""
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    argv = _report_argv(tmp_path, _table())
+    assert main(argv) == 0
+    before = _files(tmp_path / "results") | _files(tmp_path / "figures")
+    changed = _table().assign(bpb=lambda d: d.bpb * 1.1, nll=lambda d: d.nll * 1.1)
+    changed.to_parquet(tmp_path / "pp.parquet")
+    limit = 8 * 1024
+    assert min(len(v) for k, v in before.items() if k.endswith(".csv")) < limit
+    assert max(len(v) for k, v in before.items() if k.endswith(".png")) > limit
+
+    def small_files():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from testtime.cli import main; sys.exit(main())",
+            *argv,
+        ],
+        preexec_fn=small_files,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 2, proc.stderr
+    err = proc.stderr.strip().splitlines()[-1]
+    assert err.startswith("testtime report: error: File too large: ") and "figures" in err
+    after = _files(tmp_path / "results") | _files(tmp_path / "figures")
+    assert after == before
+    assert list(tmp_path.rglob("*.tmp")) == []

@@ -212,3 +212,14 @@ def test_memory_subset_variant_selects_within_the_subset(run_dir) -> None:
     assert record["memory_fraction"] == 0.5
     # without the index the subset cannot be searched: a clear error, exit 2
     assert select(run_dir, "sift_mem0.5") == 2
+
+
+def test_candidates_with_another_k_are_an_error(run_dir, capsys) -> None:
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    cfg["select"]["k"] = K + 1  # the candidates hold K per prompt
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg))
+    assert select(run_dir, "sift") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "candidates.parquet" in err and f"K={K}" in err and f"'select.k' is {K + 1}" in err
+    assert not (run_dir / "selections" / "sift.parquet").exists()

@@ -192,3 +192,45 @@ def test_data_stage_clis(tmp_path):
     model = load_causal_lm(r / "base")
     assert model.config.n_positions == 32
     assert AutoTokenizer.from_pretrained(r / "base").pad_token == EOT
+
+
+@pytest.mark.parametrize("where", ["missing_tok", "data/demo/tokenizer", "/no/such/tokenizer"])
+def test_missing_local_tokenizer_is_never_looked_up_online(tmp_path, monkeypatch, capsys, where):
+    """A --tokenizer that does not exist is a one-line error; the hub is never asked."""
+    import transformers
+
+    from testtime.cli import main
+
+    def online(*args, **kwargs):
+        raise AssertionError(f"from_pretrained called with {args}")
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", online)
+    monkeypatch.chdir(tmp_path)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("data: {seq_len: 32}\nmodel: {n_positions: 32}\n")
+    outs = [
+        "--pretrain-out",
+        "p.parquet",
+        "--memory-out",
+        "m.parquet",
+        "--prompts-out",
+        "q.parquet",
+    ]
+    argv = ["chunk", "--config", str(cfg), "--documents", "d.parquet", "--tokenizer", where]
+    assert main([*argv, *outs]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"testtime chunk: error: --tokenizer '{where}' does not exist "
+        "(local path, not looked up online)"
+    )
+
+
+def test_missing_local_model_is_never_looked_up_online(monkeypatch):
+    import transformers
+
+    def online(*args, **kwargs):
+        raise AssertionError("from_pretrained called")
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", online)
+    with pytest.raises(FileNotFoundError, match="'./no_such_model' does not exist"):
+        load_causal_lm("./no_such_model")

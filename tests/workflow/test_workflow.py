@@ -8,8 +8,14 @@
   report; a run killed with SIGKILL (during pre-training) and then with SIGINT (during
   fine-tuning) resumes with the same command, redoes no finished job, and ends with results
   identical to the uninterrupted run.
-* `dvc repro` in a fresh DVC project with the same config gives the same results as the
-  Snakemake run, and a second `dvc repro` reruns nothing.
+* Parsing writes nothing: a dry run (even with another config of the same name, while runs
+  exist) changes no file, each job's command carries the config slice it was scheduled with,
+  and a changed finetune.lr makes exactly the fine-tuning, aggregate and report jobs stale.
+* Every artifact (data/, results/, figures/; provenance records aside) of the run killed twice
+  is byte-identical to the uninterrupted run's, and files honour the umask.
+* `dvc repro` in a fresh git + DVC project with the same config gives byte-identical results,
+  a second `dvc repro` reruns nothing, and `dvc exp run -S ...` followed by `dvc exp show`
+  shows bpb per method and the sigma correlation for the baseline and the experiment.
 
 Run only these: `.venv/bin/pytest tests/workflow -m workflow` (about 4-6 minutes on 2 cores).
 """
@@ -19,8 +25,10 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -88,6 +96,39 @@ def test_bad_config_fails_before_any_job(tmp_path: Path, override: dict, key: st
     assert proc.returncode != 0
     assert key in proc.stdout + proc.stderr
     assert not (workdir / "data").exists(), "nothing may be written before the config is valid"
+
+
+def _job_counts(log: str) -> dict[str, int]:
+    """Rule -> job count from the `Job stats:` table of a (dry) run."""
+    lines = log[log.index("Job stats:") :].splitlines()[3:]
+    counts = {}
+    for line in lines:
+        name, count = line.split()
+        if name == "total":
+            return counts
+        counts[name] = int(count)
+    raise ValueError("no total line in the job stats")
+
+
+def _tree(root: Path) -> dict[str, int]:
+    """Every file below ``root`` (Snakemake's own .snakemake/ aside) with its mtime."""
+    return {
+        str(p.relative_to(root)): p.stat().st_mtime_ns
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and ".snakemake" not in p.relative_to(root).parts
+    }
+
+
+def test_dry_run_writes_nothing_and_jobs_carry_their_config(tmp_path: Path) -> None:
+    workdir = _workdir(tmp_path / "wf", {"finetune": {"lr": 0.00123}})
+    before = _tree(workdir)
+    proc = _run(
+        workdir, ["snakemake", "-n", "-p", "--cores", "1", "--configfile", "config/tiny.yaml"]
+    )
+    _assert_ok(proc)
+    assert _tree(workdir) == before, "parsing the workflow must write nothing"
+    commands = [line for line in proc.stdout.splitlines() if "testtime finetune" in line]
+    assert commands and all("--config-json" in c and '"lr": 0.00123' in c for c in commands)
 
 
 def test_dvc_and_snakemake_name_the_same_outputs() -> None:
@@ -193,6 +234,8 @@ def test_workflow_end_to_end_resumes_after_kills(clean_run: Path, tmp_path: Path
     assert pooled["bpb_mean"].between(0.1, 20).all()
     metrics = json.loads((results / "metrics.json").read_text())
     assert set(metrics["bpb"]) >= expected_methods
+    assert metrics["partial"] is None
+    _assert_modes_follow_umask(clean)
     for path in ("documents.parquet", "memory.faiss", "selections/sift.parquet"):
         assert (clean / "data" / "tiny" / f"{path}.run.json").is_file(), path
     again = _run(clean, ["snakemake", "-n", "--cores", "2", "--configfile", "config/tiny.yaml"])
@@ -249,6 +292,61 @@ def test_workflow_end_to_end_resumes_after_kills(clean_run: Path, tmp_path: Path
         got["per_prompt"].sort_values(sort).reset_index(drop=True),
         want["per_prompt"].sort_values(sort).reset_index(drop=True),
     )
+    _assert_same_artifacts(crash, clean)
+
+
+def _artifacts(root: Path) -> dict[str, bytes]:
+    """Every artifact of a run (data/, results/, figures/) by path, except provenance records
+    (run.json: argv, timings, platform), pre-training checkpoints (a resumed run writes only the
+    later ones) and the hidden temporaries (.<name>.<random>.tmp) a SIGKILLed job leaves."""
+    out = {}
+    for top in ("data", "results", "figures"):
+        for p in sorted((root / top).rglob("*")):
+            rel = p.relative_to(root)
+            leftover = any(part.startswith(".") and part.endswith(".tmp") for part in rel.parts)
+            if (
+                p.is_file()
+                and not p.name.endswith("run.json")
+                and "checkpoints" not in rel.parts
+                and not leftover
+            ):
+                out[str(rel)] = p.read_bytes()
+    return out
+
+
+def _assert_same_artifacts(got_root: Path, want_root: Path) -> None:
+    got, want = _artifacts(got_root), _artifacts(want_root)
+    assert sorted(got) == sorted(want)
+    differ = sorted(name for name in want if got[name] != want[name])
+    assert not differ, f"artifacts differ between identical runs: {differ}"
+
+
+def _assert_modes_follow_umask(root: Path) -> None:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    for top in ("data", "results", "figures"):
+        for p in [root / top, *(root / top).rglob("*")]:
+            want = (0o777 if p.is_dir() else 0o666) & ~mask
+            assert stat.S_IMODE(p.stat().st_mode) == want, f"{p}: {oct(p.stat().st_mode)}"
+
+
+@pytest.mark.workflow
+def test_dry_run_with_another_config_changes_nothing(clean_run: Path) -> None:
+    """The probe's case: a dry run with config B (same name, other finetune.lr) must not change
+    what the finished (or a running) run A computed, and lists exactly B's stale jobs."""
+    other = yaml.safe_load((clean_run / "config" / "tiny.yaml").read_text())
+    other["finetune"]["lr"] = 0.002
+    (clean_run / "config" / "other.yaml").write_text(yaml.safe_dump(other))
+    before = _tree(clean_run)
+    dry = ["snakemake", "-n", "--cores", "1", "--configfile"]
+    proc = _run(clean_run, [*dry, "config/other.yaml"])
+    _assert_ok(proc)
+    stale = _job_counts(proc.stdout + proc.stderr)
+    assert stale == {"finetune": 12, "finetune_base": 2, "aggregate": 1, "report": 1, "all": 1}
+    assert _tree(clean_run) == before
+    again = _run(clean_run, [*dry, "config/tiny.yaml"])
+    _assert_ok(again)
+    assert "Nothing to be done" in again.stdout + again.stderr
 
 
 @pytest.mark.workflow
@@ -264,30 +362,76 @@ def test_snakemake_report_has_the_figures(clean_run: Path) -> None:
 
 
 @pytest.mark.workflow
-def test_dvc_repro_matches_snakemake_and_reruns_nothing(clean_run: Path, tmp_path: Path) -> None:
-    """dvc.yaml reads params from config/config.yaml, so the DVC project gets the tiny config
-    (layered over the demo one, exactly what the Snakemake run saw) as its config/config.yaml."""
+def test_dvc_repro_and_experiments(clean_run: Path, tmp_path: Path) -> None:
+    """dvc.yaml reads params from config/config.yaml, so the DVC project (a git repository, as
+    `dvc exp` needs) gets the tiny config (layered over the demo one, exactly what the Snakemake
+    run saw) as its config/config.yaml.
+
+    The experiment changes report.bootstrap, which reruns only the report stage (the test
+    budget has no room for another fine-tuning run); `dvc exp show` must then show bpb per
+    method and the sigma correlation for both the baseline and the experiment (before metrics
+    were cached it printed `!` for every metric: results/ is git-ignored)."""
     project = _workdir(tmp_path / "dvc")
-    shutil.copy2(REPO / "dvc.yaml", project / "dvc.yaml")
-    shutil.copytree(REPO / "src" / "testtime", project / "src" / "testtime")  # stage deps
+    for name in ("dvc.yaml", ".gitignore"):
+        shutil.copy2(REPO / name, project / name)
+    shutil.copytree(
+        REPO / "src" / "testtime",
+        project / "src" / "testtime",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )  # stage deps
     demo = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     tiny = yaml.safe_load((project / "config" / "tiny.yaml").read_text())
     update_config(demo, tiny)  # how Snakemake layers --configfile over the Snakefile's config
     (project / "config" / "config.yaml").write_text(yaml.safe_dump(demo))
-    env = _env() | {"DVC_NO_ANALYTICS": "1"}
+    env = _env() | {
+        "DVC_NO_ANALYTICS": "1",
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.org",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.org",
+    }
 
-    def dvc(*args: str) -> subprocess.CompletedProcess:
+    def run(*args: str) -> subprocess.CompletedProcess:
         proc = subprocess.run(
-            ["dvc", *args], cwd=project, env=env, capture_output=True, text=True, timeout=900
+            args, cwd=project, env=env, capture_output=True, text=True, timeout=900
         )
         _assert_ok(proc)
         return proc
 
-    dvc("init", "--no-scm")
-    first = dvc("repro")
+    run("git", "init", "-q", "-b", "main")
+    run("dvc", "init", "-q")
+    run("git", "add", "-A")
+    run("git", "commit", "-qm", "workflow")
+    first = run("dvc", "repro")
     assert "Running stage 'report'" in first.stdout
     got, want = _report_outputs(project), _report_outputs(clean_run)
     pd.testing.assert_frame_equal(got["bpb"], want["bpb"])
-    assert "up to date" in dvc("status").stdout
-    second = dvc("repro")
+    _assert_same_artifacts(project, clean_run)
+    assert "up to date" in run("dvc", "status").stdout
+    second = run("dvc", "repro")
     assert "Running stage" not in second.stdout, second.stdout
+    run("git", "add", "-A")
+    run("git", "commit", "-qm", "baseline")
+
+    exp = run("dvc", "exp", "run", "-S", "config/config.yaml:report.bootstrap=60")
+    ran = sorted(set(re.findall(r"Running stage '(\w+)'", exp.stdout)))
+    assert ran == ["report"], exp.stdout
+    shown = json.loads(run("dvc", "exp", "show", "--json").stdout)
+    baseline = next(row for row in shown if row["name"] == "main")
+    experiments = [rev for e in baseline["experiments"] for rev in e["revs"]]
+    assert len(experiments) == 1
+    methods = {"base", "sift", "nn", "nn_f", "us", "random", "sift_lam0.1", "sift_adaptive_a1"}
+    seen = {}
+    for label, row in (("baseline", baseline), ("experiment", experiments[0])):
+        metrics = row["data"]["metrics"]["results/tiny/metrics.json"]["data"]
+        assert set(metrics["bpb"]) == methods, label
+        assert all(isinstance(v, float) for v in metrics["bpb"].values()), label
+        assert isinstance(metrics["sigma_bpb_pearson"], float), label
+        params = row["data"]["params"]["config/config.yaml"]["data"]
+        seen[label] = (params["report"]["bootstrap"], metrics)
+    assert seen["baseline"][0] == 50 and seen["experiment"][0] == 60
+    # same fine-tuning, other bootstrap: equal bpb, different standard errors
+    assert seen["baseline"][1]["bpb"] == seen["experiment"][1]["bpb"]
+    assert seen["baseline"][1]["bpb_se"] != seen["experiment"][1]["bpb_se"]
+    table = run("dvc", "metrics", "show", "-a").stdout
+    assert "!" not in table and "sigma_bpb_pearson" in table

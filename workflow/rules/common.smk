@@ -1,11 +1,9 @@
 # Workflow-side Python: config validation, run paths, method variants, input functions.
 import re
-from pathlib import Path
 
-import yaml
 from snakemake.utils import min_version, validate
 
-from testtime.config import SCHEMA_PATH, validate_config
+from testtime.config import SCHEMA_PATH, config_slice_json, validate_config
 from testtime.device import uses_gpu
 from testtime.methods import selection_variants
 
@@ -34,20 +32,18 @@ wildcard_constraints:
     shard=r"\d+",
 
 
-def write_resolved_config(path):
-    """The validated config with defaults, written only when it changed (keeps mtimes stable)."""
-    text = yaml.safe_dump(dict(config), sort_keys=True)
-    p = Path(path)
-    if not p.exists() or p.read_text() != text:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_suffix(".tmp")
-        tmp.write_text(text)
-        tmp.replace(p)
-    return str(p)
+def job_config(*keys):
+    """Param `config`: the JSON of the config keys (sections or dotted single keys) a rule's
+    job may read, passed to the CLI as --config-json.
 
-
-# Every CLI call reads this file; rules rerun on the config sections they declare as params.
-RESOLVED_CONFIG = write_resolved_config(f"{DATA}/config.resolved.yaml")
+    Parsing writes nothing (a dry run with another config cannot change a running workflow);
+    each job runs with exactly the values it was scheduled with, and reruns when one of them
+    changes (params trigger), not when another section does. The CLI sees only these keys, so
+    reading an undeclared one fails instead of silently escaping the rerun trigger.
+    A function, so that Snakemake does not expand the JSON braces as wildcards.
+    """
+    text = config_slice_json(config, keys)
+    return lambda wildcards: text
 
 
 def memory_embeddings(wildcards=None):

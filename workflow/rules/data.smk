@@ -5,8 +5,7 @@ rule corpus:
     output:
         documents=f"{DATA}/documents.parquet",
     params:
-        config=RESOLVED_CONFIG,
-        sections=lambda wc: {"seed": config["seed"], "data": config["data"]},
+        config=job_config("seed", "data"),
     conda:
         "../envs/testtime.yaml"
     log:
@@ -15,7 +14,7 @@ rule corpus:
         f"{BENCH}/corpus.tsv"
     threads: 1
     shell:
-        "OMP_NUM_THREADS={threads} testtime corpus --config {params.config:q}"
+        "OMP_NUM_THREADS={threads} testtime corpus --config-json {params.config:q}"
         " --out {output.documents:q} > {log:q} 2>&1"
 
 
@@ -25,8 +24,7 @@ rule tokenizer:
     output:
         tokenizer=directory(f"{DATA}/tokenizer"),
     params:
-        config=RESOLVED_CONFIG,
-        sections=lambda wc: {"seed": config["seed"], "model": config["model"]},
+        config=job_config("seed", "model"),
     conda:
         "../envs/testtime.yaml"
     log:
@@ -36,7 +34,7 @@ rule tokenizer:
     threads: workflow.cores
     shell:
         "OMP_NUM_THREADS={threads} RAYON_NUM_THREADS={threads} testtime tokenizer"
-        " --config {params.config:q} --documents {input.documents:q}"
+        " --config-json {params.config:q} --documents {input.documents:q}"
         " --out {output.tokenizer:q} > {log:q} 2>&1"
 
 
@@ -49,12 +47,7 @@ rule chunk:
         memory=f"{DATA}/memory.parquet",
         prompts=f"{DATA}/prompts.parquet",
     params:
-        config=RESOLVED_CONFIG,
-        sections=lambda wc: {
-            "seed": config["seed"],
-            "data": config["data"],
-            "model": config["model"],
-        },
+        config=job_config("seed", "data", "model"),
     conda:
         "../envs/testtime.yaml"
     log:
@@ -64,7 +57,7 @@ rule chunk:
     threads: workflow.cores
     shell:
         "OMP_NUM_THREADS={threads} RAYON_NUM_THREADS={threads} testtime chunk"
-        " --config {params.config:q} --documents {input.documents:q}"
+        " --config-json {params.config:q} --documents {input.documents:q}"
         " --tokenizer {input.tokenizer:q} --pretrain-out {output.pretrain:q}"
         " --memory-out {output.memory:q} --prompts-out {output.prompts:q} > {log:q} 2>&1"
 
@@ -77,13 +70,8 @@ rule pretrain:
     output:
         model=directory(f"{DATA}/base_model"),
     params:
-        config=RESOLVED_CONFIG,
+        config=job_config("seed", "model", "data.seq_len", "device"),
         checkpoints=f"{DATA}/checkpoints",
-        sections=lambda wc: {
-            "seed": config["seed"],
-            "model": config["model"],
-            "seq_len": config["data"]["seq_len"],
-        },
     resources:
         gpu=1 if USES_GPU else 0,
         mem_mb=8000,
@@ -95,7 +83,7 @@ rule pretrain:
         f"{BENCH}/pretrain.tsv"
     threads: workflow.cores
     shell:
-        "OMP_NUM_THREADS={threads} testtime pretrain --config {params.config:q}"
+        "OMP_NUM_THREADS={threads} testtime pretrain --config-json {params.config:q}"
         " --tokenizer {input.tokenizer:q} --pretrain {input.pretrain:q}"
         " --checkpoint-dir {params.checkpoints:q} --out {output.model:q} > {log:q} 2>&1"
 

@@ -8,9 +8,8 @@ rule embed_memory:
         embeddings=f"{DATA}/embeddings/memory.{{shard}}.npy",
         ids=f"{DATA}/embeddings/memory.{{shard}}.ids.npy",
     params:
-        config=RESOLVED_CONFIG,
+        config=job_config("embed", "device"),
         num_shards=len(MEMORY_SHARDS),
-        sections=lambda wc: {"embed": config["embed"], "device": config["device"]},
     resources:
         gpu=1 if USES_GPU else 0,
         mem_mb=4000,
@@ -22,7 +21,7 @@ rule embed_memory:
         f"{BENCH}/embed_memory.{{shard}}.tsv"
     threads: workflow.cores
     shell:
-        "OMP_NUM_THREADS={threads} testtime embed --config {params.config:q}"
+        "OMP_NUM_THREADS={threads} testtime embed --config-json {params.config:q}"
         " --input {input.memory:q} --text-column text --id-column seq_id"
         " --shard {wildcards.shard} --num-shards {params.num_shards}"
         " --out {output.embeddings:q} > {log:q} 2>&1"
@@ -35,8 +34,7 @@ rule embed_prompts:
         embeddings=f"{DATA}/embeddings/prompts.npy",
         ids=f"{DATA}/embeddings/prompts.ids.npy",
     params:
-        config=RESOLVED_CONFIG,
-        sections=lambda wc: {"embed": config["embed"], "device": config["device"]},
+        config=job_config("embed", "device"),
     resources:
         gpu=1 if USES_GPU else 0,
         mem_mb=4000,
@@ -48,7 +46,7 @@ rule embed_prompts:
         f"{BENCH}/embed_prompts.tsv"
     threads: workflow.cores
     shell:
-        "OMP_NUM_THREADS={threads} testtime embed --config {params.config:q}"
+        "OMP_NUM_THREADS={threads} testtime embed --config-json {params.config:q}"
         " --input {input.prompts:q} --text-column prompt_text --id-column prompt_id"
         " --out {output.embeddings:q} > {log:q} 2>&1"
 

@@ -1,11 +1,6 @@
 # Stage finetune: per method and prompt shard, test-time fine-tuning + bits-per-byte evaluation.
 
-FINETUNE_SECTIONS = lambda wc: {
-    "seed": config["seed"],
-    "finetune": config["finetune"],
-    "select": config["select"],
-    "device": config["device"],
-}
+FINETUNE_CONFIG = job_config("seed", "finetune", "select", "device")
 
 
 # Zero steps: the base model's bpb, computed once and shared by every method.
@@ -17,9 +12,8 @@ rule finetune_base:
     output:
         results=f"{DATA}/finetune/base/shard-{{shard}}.parquet",
     params:
-        config=RESOLVED_CONFIG,
+        config=FINETUNE_CONFIG,
         num_shards=len(PROMPT_SHARDS),
-        sections=FINETUNE_SECTIONS,
     resources:
         gpu=1 if USES_GPU else 0,
         mem_mb=4000,
@@ -31,7 +25,7 @@ rule finetune_base:
         f"{BENCH}/finetune.base.{{shard}}.tsv"
     threads: 1
     shell:
-        "OMP_NUM_THREADS={threads} testtime finetune --config {params.config:q} --method base"
+        "OMP_NUM_THREADS={threads} testtime finetune --config-json {params.config:q} --method base"
         " --shard {wildcards.shard} --num-shards {params.num_shards}"
         " --model {input.model:q} --prompts {input.prompts:q} --memory {input.memory:q}"
         " --out {output.results:q} > {log:q} 2>&1"
@@ -46,9 +40,8 @@ rule finetune:
     output:
         results=f"{DATA}/finetune/{{method}}/shard-{{shard}}.parquet",
     params:
-        config=RESOLVED_CONFIG,
+        config=FINETUNE_CONFIG,
         num_shards=len(PROMPT_SHARDS),
-        sections=FINETUNE_SECTIONS,
     resources:
         gpu=1 if USES_GPU else 0,
         mem_mb=4000,
@@ -60,7 +53,7 @@ rule finetune:
         f"{BENCH}/finetune.{{method}}.{{shard}}.tsv"
     threads: 1
     shell:
-        "OMP_NUM_THREADS={threads} testtime finetune --config {params.config:q}"
+        "OMP_NUM_THREADS={threads} testtime finetune --config-json {params.config:q}"
         " --method {wildcards.method} --shard {wildcards.shard} --num-shards {params.num_shards}"
         " --model {input.model:q} --prompts {input.prompts:q} --memory {input.memory:q}"
         " --selection {input.selection:q} --out {output.results:q} > {log:q} 2>&1"
@@ -69,10 +62,11 @@ rule finetune:
 rule aggregate:
     input:
         shards=finetune_shards,
+        prompts=rules.chunk.output.prompts,
     output:
         per_prompt=f"{RESULTS}/per_prompt.parquet",
     params:
-        config=RESOLVED_CONFIG,
+        config=job_config("seed", "select"),
     conda:
         "../envs/testtime.yaml"
     log:
@@ -81,8 +75,8 @@ rule aggregate:
         f"{BENCH}/aggregate.tsv"
     threads: 1
     shell:
-        "testtime aggregate --config {params.config:q} --inputs {input.shards:q}"
-        " --out {output.per_prompt:q} > {log:q} 2>&1"
+        "testtime aggregate --config-json {params.config:q} --inputs {input.shards:q}"
+        " --prompts {input.prompts:q} --out {output.per_prompt:q} > {log:q} 2>&1"
 
 
 # Stage target (dvc.yaml runs one stage at a time through these).

@@ -7,8 +7,7 @@ rule index:
     output:
         index=f"{DATA}/memory.faiss",
     params:
-        config=RESOLVED_CONFIG,
-        sections=lambda wc: {"index": config["index"], "seed": config["seed"]},
+        config=job_config("index", "seed"),
     conda:
         "../envs/testtime.yaml"
     log:
@@ -17,7 +16,7 @@ rule index:
         f"{BENCH}/index.tsv"
     threads: workflow.cores
     shell:
-        "OMP_NUM_THREADS={threads} testtime index --config {params.config:q}"
+        "OMP_NUM_THREADS={threads} testtime index --config-json {params.config:q}"
         " --embeddings {input.embeddings:q} --out {output.index:q} > {log:q} 2>&1"
 
 
@@ -28,8 +27,7 @@ rule candidates:
     output:
         candidates=f"{DATA}/candidates.parquet",
     params:
-        config=RESOLVED_CONFIG,
-        sections=lambda wc: {"index": config["index"], "k": config["select"]["k"]},
+        config=job_config("index", "select.k"),
     conda:
         "../envs/testtime.yaml"
     log:
@@ -38,7 +36,7 @@ rule candidates:
         f"{BENCH}/candidates.tsv"
     threads: workflow.cores
     shell:
-        "OMP_NUM_THREADS={threads} testtime candidates --config {params.config:q}"
+        "OMP_NUM_THREADS={threads} testtime candidates --config-json {params.config:q}"
         " --index {input.index:q} --queries {input.queries:q}"
         " --out {output.candidates:q} > {log:q} 2>&1"
 

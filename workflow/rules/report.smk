@@ -46,14 +46,9 @@ rule report:
         **LAMBDA_SWEEP_OUTPUT,
         **MEMORY_CURVE_OUTPUT,
     params:
-        config=RESOLVED_CONFIG,
+        config=job_config("seed", "report", "select"),
         results_dir=lambda wc, output: os.path.dirname(output.bpb),
         figures_dir=lambda wc, output: os.path.dirname(output.table_md),
-        sections=lambda wc: {
-            "seed": config["seed"],
-            "report": config["report"],
-            "select": config["select"],
-        },
     conda:
         "../envs/testtime.yaml"
     log:
@@ -62,7 +57,7 @@ rule report:
         f"{BENCH}/report.tsv"
     threads: 1
     shell:
-        "testtime report --config {params.config:q} --per-prompt {input.per_prompt:q}"
+        "testtime report --config-json {params.config:q} --per-prompt {input.per_prompt:q}"
         " --selections {input.selections:q} --results-dir {params.results_dir:q}"
         " --figures-dir {params.figures_dir:q} > {log:q} 2>&1"
 

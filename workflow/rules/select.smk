@@ -12,13 +12,7 @@ rule select:
     output:
         selection=f"{DATA}/selections/{{method}}.parquet",
     params:
-        config=RESOLVED_CONFIG,
-        sections=lambda wc: {
-            "seed": config["seed"],
-            "select": config["select"],
-            "device": config["device"],
-            "index": config["index"],
-        },
+        config=job_config("seed", "select", "device", "index"),
     conda:
         "../envs/testtime.yaml"
     log:
@@ -27,7 +21,7 @@ rule select:
         f"{BENCH}/select.{{method}}.tsv"
     threads: 1
     shell:
-        "OMP_NUM_THREADS={threads} testtime select --config {params.config:q}"
+        "OMP_NUM_THREADS={threads} testtime select --config-json {params.config:q}"
         " --method {wildcards.method} --candidates {input.candidates:q}"
         " --memory-embeddings {input.memory_embeddings:q}"
         " --prompt-embeddings {input.prompt_embeddings:q}"

@@ -17,20 +17,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    import os
-
-    import faiss
-
-    from testtime.index import candidates_table, load_embeddings, search
-    from testtime.io import write_parquet, write_run_json
+    from testtime.index import candidates_table, load_embeddings, read_index, search
+    from testtime.io import AtomicGroup, check_output
 
     config = load_cli_config(args)
-    if not os.path.isfile(args.index):
-        raise FileNotFoundError(f"--index {args.index!r} does not exist")
-    index = faiss.read_index(args.index)
+    check_output(args.out, flag="--out")
+    index = read_index(args.index, "--index")
     queries, prompt_ids = load_embeddings(args.queries)
     k = config["select"]["k"]
     scores, ids = search(index, queries, k, config["index"])
-    write_parquet(args.out, candidates_table(prompt_ids, scores, ids))
     extra = {"k": k, "prompts": len(prompt_ids), "M": int(index.ntotal)}
-    write_run_json(args.out, config, seed=config["seed"], extra=extra)
+    with AtomicGroup() as out:
+        out.write_parquet(args.out, candidates_table(prompt_ids, scores, ids))
+        out.write_run_json(args.out, config, seed=config.get("seed"), extra=extra)

@@ -23,12 +23,14 @@ def run(args: argparse.Namespace) -> None:
 
     from testtime.chunking import check_seq_len, chunk_documents, make_prompts
     from testtime.config import check_prompt_fits
-    from testtime.io import write_parquet, write_run_json
+    from testtime.io import AtomicGroup, check_output
     from testtime.tokenizer import load_tokenizer
 
     config = load_cli_config(args)
+    for flag in ("pretrain_out", "memory_out", "prompts_out"):
+        check_output(getattr(args, flag), flag="--" + flag.replace("_", "-"))
     data = config["data"]
-    tok = load_tokenizer(args.tokenizer)
+    tok = load_tokenizer(args.tokenizer, local=True, flag="--tokenizer")
     n_positions = config["model"]["n_positions"] if config["model"]["source"] == "train" else None
     check_seq_len(data["seq_len"], tok, n_positions)
     limit = n_positions or getattr(tok, "model_max_length", None)
@@ -52,9 +54,10 @@ def run(args: argparse.Namespace) -> None:
         data["protocol"],
     )
     outputs[args.prompts_out] = prompts
-    for out, frame in outputs.items():
-        write_parquet(out, frame)
-        counts = frame.groupby("domain").size().to_dict()
-        tokens = int(frame["n_tokens"].sum()) if "n_tokens" in frame else None
-        extra = {"rows": len(frame), "rows_per_domain": counts, "tokens": tokens}
-        write_run_json(out, config, seed=config["seed"], extra=extra)
+    with AtomicGroup() as group:  # all three tables and their records, or none
+        for out, frame in outputs.items():
+            group.write_parquet(out, frame)
+            counts = frame.groupby("domain").size().to_dict()
+            tokens = int(frame["n_tokens"].sum()) if "n_tokens" in frame else None
+            extra = {"rows": len(frame), "rows_per_domain": counts, "tokens": tokens}
+            group.write_run_json(out, config, seed=config["seed"], extra=extra)

@@ -16,9 +16,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from testtime.corpus import build_corpus
-    from testtime.io import write_parquet, write_run_json
+    from testtime.io import AtomicGroup, check_output
 
     config = load_cli_config(args)
+    check_output(args.out, flag="--out")
     corpus = build_corpus(config)
-    write_parquet(args.out, corpus.documents)
-    write_run_json(args.out, config, seed=config["seed"], extra={"corpus": corpus.info})
+    with AtomicGroup() as out:  # documents and run.json replaced together or not at all
+        out.write_parquet(args.out, corpus.documents)
+        out.write_run_json(args.out, config, seed=config["seed"], extra={"corpus": corpus.info})

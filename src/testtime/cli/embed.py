@@ -26,9 +26,10 @@ def run(args: argparse.Namespace) -> None:
 
     from testtime.device import resolve_device
     from testtime.embedding import embed_texts, ids_path, load_embedding_model, to_float16
-    from testtime.io import save_npy, write_run_json
+    from testtime.io import AtomicGroup, check_output
 
     config = load_cli_config(args)
+    check_output(args.out, flag="--out")
     ecfg = config["embed"]
     if not 0 <= args.shard < args.num_shards:
         raise ValueError(f"--shard {args.shard} is not in 0..--num-shards-1={args.num_shards - 1}")
@@ -49,8 +50,7 @@ def run(args: argparse.Namespace) -> None:
         bf16=ecfg["bf16"],
     )
     seconds = time.monotonic() - start
-    save_npy(ids_path(args.out), part[args.id_column].to_numpy(dtype="int64"))
-    save_npy(args.out, to_float16(emb))
+    ids = part[args.id_column].to_numpy(dtype="int64")
     extra = {
         "rows": len(part),
         "dim": int(emb.shape[1]),
@@ -60,4 +60,9 @@ def run(args: argparse.Namespace) -> None:
         "shard": args.shard,
         "num_shards": args.num_shards,
     }
-    write_run_json(args.out, config, seed=config["seed"], device=str(device), extra=extra)
+    with AtomicGroup() as out:
+        out.save_npy(args.out, to_float16(emb))
+        out.save_npy(ids_path(args.out), ids)
+        out.write_run_json(
+            args.out, config, seed=config.get("seed"), device=str(device), extra=extra
+        )

@@ -36,10 +36,11 @@ def run(args: argparse.Namespace) -> None:
 
     from testtime.device import resolve_device
     from testtime.finetune_inputs import run_finetune
-    from testtime.io import write_parquet, write_run_json
+    from testtime.io import AtomicGroup, check_output
     from testtime.methods import variant_by_name
 
     cfg = load_cli_config(args)
+    check_output(args.out, flag="--out")
     if args.method != "base":
         variant_by_name(cfg, args.method)
     for flag, path in (
@@ -50,6 +51,8 @@ def run(args: argparse.Namespace) -> None:
     ):
         if path is not None and not Path(path).exists():
             raise FileNotFoundError(f"{flag} {path!r} does not exist")
+    if args.selection is not None:
+        _check_selection(args, cfg["select"]["n"])
     device = resolve_device(cfg["device"])
     table = run_finetune(
         cfg,
@@ -62,18 +65,33 @@ def run(args: argparse.Namespace) -> None:
         num_shards=args.num_shards,
         device=device,
     )
-    write_parquet(args.out, table)
     n_nan = int((table["status"] != "ok").sum())
-    write_run_json(
-        args.out,
-        cfg,
-        seed=cfg["seed"],
-        device=str(device),
-        extra={
-            "method": args.method,
-            "shard": args.shard,
-            "num_shards": args.num_shards,
-            "rows": len(table),
-            "nan_loss_rows": n_nan,
-        },
+    with AtomicGroup() as out:
+        out.write_parquet(args.out, table)
+        out.write_run_json(
+            args.out,
+            cfg,
+            seed=cfg["seed"],
+            device=str(device),
+            extra={
+                "method": args.method,
+                "shard": args.shard,
+                "num_shards": args.num_shards,
+                "rows": len(table),
+                "nan_loss_rows": n_nan,
+            },
+        )
+
+
+def _check_selection(args: argparse.Namespace, n: int) -> None:
+    """Every prompt of this shard selects exactly select.n sequences (steps 0..n)."""
+    import pandas as pd
+
+    from testtime.finetune_inputs import shard_prompts
+    from testtime.selection.pipeline import check_selection_steps
+
+    prompts = shard_prompts(
+        pd.read_parquet(args.prompts, columns=["prompt_id"]), args.shard, args.num_shards
     )
+    table = pd.read_parquet(args.selection)
+    check_selection_steps(table, n, f"--selection {args.selection!r}", prompts["prompt_id"])

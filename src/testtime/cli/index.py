@@ -19,13 +19,12 @@ def run(args: argparse.Namespace) -> None:
     import faiss
 
     from testtime.index import build_index, gpu_available, merge_shards
-    from testtime.io import atomic_path, write_run_json
+    from testtime.io import AtomicGroup, check_output
 
     config = load_cli_config(args)
+    check_output(args.out, flag="--out")
     memory = merge_shards(args.embeddings)
     index = build_index(memory.embeddings, config["index"], config["seed"])
-    with atomic_path(args.out) as tmp:
-        faiss.write_index(index, str(tmp))
     m, d = memory.embeddings.shape
     extra = {
         "d": d,
@@ -34,4 +33,6 @@ def run(args: argparse.Namespace) -> None:
         "faiss_class": type(index).__name__,
         "gpu": bool(config["index"]["gpu"] and gpu_available()),
     }
-    write_run_json(args.out, config, seed=config["seed"], extra=extra)
+    with AtomicGroup() as out:  # index and run.json replaced together or not at all
+        faiss.write_index(index, str(out.path(args.out)))
+        out.write_run_json(args.out, config, seed=config["seed"], extra=extra)

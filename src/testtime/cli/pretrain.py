@@ -23,14 +23,15 @@ def run(args: argparse.Namespace) -> None:
     import pandas as pd
 
     from testtime.device import resolve_device
-    from testtime.io import atomic_path, provenance, write_json
+    from testtime.io import atomic_path, check_output, provenance, write_json
     from testtime.lm import load_causal_lm, pretrain
     from testtime.tokenizer import load_tokenizer
 
     config = load_cli_config(args)
+    check_output(args.out, is_dir=True, flag="--out")
     model_cfg = config["model"]
     device = resolve_device(config["device"])
-    tok = load_tokenizer(args.tokenizer)
+    tok = load_tokenizer(args.tokenizer, local=True, flag="--tokenizer")
     start = time.monotonic()
     if model_cfg["source"] == "pretrained":
         model = load_causal_lm(model_cfg["name_or_path"], "cpu")
@@ -49,8 +50,8 @@ def run(args: argparse.Namespace) -> None:
             "n_params": sum(p.numel() for p in model.parameters()),
         }
     extra["seconds"] = round(time.monotonic() - start, 1)
-    with atomic_path(args.out, is_dir=True) as tmp:
+    meta = provenance(config, seed=config["seed"], device=str(device), extra=extra)
+    with atomic_path(args.out, is_dir=True) as tmp:  # model, tokenizer and run.json together
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
-        meta = provenance(config, seed=config["seed"], device=str(device), extra=extra)
         write_json(tmp / "run.json", meta)

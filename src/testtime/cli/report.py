@@ -27,6 +27,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--results-dir", required=True, help="results/<name>/")
     parser.add_argument("--figures-dir", required=True, help="figures/<name>/")
+    parser.add_argument(
+        "--allow-partial",
+        action="store_true",
+        help="accept results lacking methods or prompts: compare over the prompts every method "
+        "has and record what is missing (metrics.json 'partial'); default: an error",
+    )
 
 
 def run(args: argparse.Namespace) -> None:
@@ -36,16 +42,23 @@ def run(args: argparse.Namespace) -> None:
     import pandas as pd
 
     from testtime import figures
-    from testtime.io import write_json, write_run_json, write_text
+    from testtime.io import AtomicGroup, check_output
     from testtime.report import build_report
+    from testtime.selection.pipeline import check_selection_steps
 
     cfg = load_cli_config(args)
+    res, fig = Path(args.results_dir), Path(args.figures_dir)
+    check_output(res, is_dir=True, flag="--results-dir")
+    check_output(fig, is_dir=True, flag="--figures-dir")
     for path in [args.per_prompt, *args.selections]:
         if not Path(path).is_file():
             raise FileNotFoundError(f"input {path!r} does not exist")
     selections = {Path(p).stem: pd.read_parquet(p) for p in args.selections}
-    rep = build_report(cfg, pd.read_parquet(args.per_prompt), selections)
-    res, fig = Path(args.results_dir), Path(args.figures_dir)
+    for path, table in zip(args.selections, selections.values(), strict=True):
+        check_selection_steps(table, cfg["select"]["n"], f"--selections {path!r}")
+    rep = build_report(
+        cfg, pd.read_parquet(args.per_prompt), selections, allow_partial=args.allow_partial
+    )
     methods = list(dict.fromkeys(rep.bpb["method"]))
 
     outputs = {
@@ -57,28 +70,38 @@ def run(args: argparse.Namespace) -> None:
         fig / "bpb_table.md": figures.table_markdown(rep.bpb, methods),
         fig / "bpb_table.tex": figures.table_latex(rep.bpb, methods),
     }
-    for path, text in outputs.items():
-        write_text(path, text)
-    write_json(res / "metrics.json", rep.metrics)
-    figures.plot_uncertainty(
-        rep.uncertainty,
-        cfg["report"]["bins"],
-        rep.metrics["sigma_bpb_pearson"] or float("nan"),
-        rep.metrics["sigma_bpb_spearman"] or float("nan"),
-        [fig / "uncertainty_vs_error.png", fig / "uncertainty_vs_error.pdf"],
-    )
-    figures.plot_bpb_vs_steps(rep.steps, [fig / "bpb_vs_steps.png", fig / "bpb_vs_steps.pdf"])
-    figures.plot_adaptive(
-        rep.steps, rep.adaptive, [fig / "adaptive_compute.png", fig / "adaptive_compute.pdf"]
-    )
-    if cfg["select"]["lam_sweep"]:
-        refs = {m: rep.metrics["bpb"][m] for m in ("nn", "base") if m in rep.metrics["bpb"]}
-        figures.plot_lambda_sweep(rep.lambda_sweep, refs, [fig / "lambda_sweep.png"])
-    if cfg["select"]["memory_fractions"]:
-        write_text(fig / "memory_curve.md", figures.memory_curve_markdown(rep.memory_curve))
-        figures.plot_memory_curve(rep.memory_curve, [fig / "memory_curve.png"])
-    for path in [res / "bpb.csv", res / "metrics.json"]:
-        write_run_json(path, cfg, seed=cfg["seed"], extra={"per_prompt": args.per_prompt})
+    # Every file goes to a temporary first; all are renamed only once all are written, so a
+    # failure (full disk, read-only directory) leaves the previous report whole.
+    with AtomicGroup() as out:
+        for path, text in outputs.items():
+            out.write_text(path, text)
+        out.write_json(res / "metrics.json", rep.metrics)
+        figures.plot_uncertainty(
+            rep.uncertainty,
+            cfg["report"]["bins"],
+            rep.metrics["sigma_bpb_pearson"] or float("nan"),
+            rep.metrics["sigma_bpb_spearman"] or float("nan"),
+            [fig / "uncertainty_vs_error.png", fig / "uncertainty_vs_error.pdf"],
+            group=out,
+        )
+        figures.plot_bpb_vs_steps(
+            rep.steps, [fig / "bpb_vs_steps.png", fig / "bpb_vs_steps.pdf"], group=out
+        )
+        figures.plot_adaptive(
+            rep.steps,
+            rep.adaptive,
+            [fig / "adaptive_compute.png", fig / "adaptive_compute.pdf"],
+            group=out,
+        )
+        if cfg["select"]["lam_sweep"]:
+            refs = {m: rep.metrics["bpb"][m] for m in ("nn", "base") if m in rep.metrics["bpb"]}
+            figures.plot_lambda_sweep(rep.lambda_sweep, refs, [fig / "lambda_sweep.png"], group=out)
+        if cfg["select"]["memory_fractions"]:
+            out.write_text(fig / "memory_curve.md", figures.memory_curve_markdown(rep.memory_curve))
+            figures.plot_memory_curve(rep.memory_curve, [fig / "memory_curve.png"], group=out)
+        extra = {"per_prompt": args.per_prompt, "partial": rep.metrics["partial"]}
+        for path in [res / "bpb.csv", res / "metrics.json"]:
+            out.write_run_json(path, cfg, seed=cfg["seed"], extra=extra)
 
     summary = rep.bpb[rep.bpb["domain"] == "all"]
     print(
@@ -98,4 +121,6 @@ def run(args: argparse.Namespace) -> None:
             )
     bad = {m: p for m, p in rep.nan_prompts.items() if p}
     if bad:
-        print(f"NaN loss, prompts left out: {bad}", file=sys.stderr)
+        print(f"NaN loss, prompts left out of every method: {bad}", file=sys.stderr)
+    if rep.metrics["partial"]:
+        print(f"--allow-partial: compared without {rep.metrics['partial']}", file=sys.stderr)

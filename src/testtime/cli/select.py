@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> None:
     import pyarrow as pa
 
     from testtime.device import resolve_device
-    from testtime.io import write_parquet, write_run_json
+    from testtime.io import AtomicGroup, check_output
     from testtime.methods import variant_by_name
     from testtime.seeding import generator_for
     from testtime.selection.pipeline import (
@@ -44,10 +44,11 @@ def run(args: argparse.Namespace) -> None:
     if args.batch_prompts < 1:
         raise ValueError(f"--batch-prompts must be >= 1, got {args.batch_prompts}")
     config = load_cli_config(args)
+    check_output(args.out, flag="--out")
     variant = variant_by_name(config, args.method)
     device = resolve_device(config["device"])
     n, seed = config["select"]["n"], config["seed"]
-    candidates = read_candidates(args.candidates)
+    candidates = read_candidates(args.candidates, k=config["select"]["k"])
     if variant.memory_fraction < 1:
         candidates = subset_candidates(
             args.index or "",
@@ -85,7 +86,6 @@ def run(args: argparse.Namespace) -> None:
             ("variance", pa.float32()),
         ]
     )
-    write_parquet(args.out, pa.Table.from_pandas(table, schema=schema, preserve_index=False))
     extra = {
         "method": variant.name,
         "selector": variant.selector,
@@ -96,4 +96,8 @@ def run(args: argparse.Namespace) -> None:
         "prompts": int(candidates.memory_ids.shape[0]),
         "seconds": round(seconds, 3),
     }
-    write_run_json(args.out, config, seed=seed, device=str(device), extra=extra)
+    with AtomicGroup() as out:
+        out.write_parquet(
+            args.out, pa.Table.from_pandas(table, schema=schema, preserve_index=False)
+        )
+        out.write_run_json(args.out, config, seed=seed, device=str(device), extra=extra)

@@ -18,10 +18,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     import pandas as pd
 
-    from testtime.io import atomic_path, provenance, write_json
+    from testtime.io import atomic_path, check_output, provenance, write_json
     from testtime.tokenizer import load_tokenizer, train_bpe_tokenizer
 
     config = load_cli_config(args)
+    check_output(args.out, is_dir=True, flag="--out")
     model_cfg = config["model"]
     if model_cfg["source"] == "pretrained":
         tok = load_tokenizer(model_cfg["name_or_path"])
@@ -33,6 +34,7 @@ def run(args: argparse.Namespace) -> None:
             raise ValueError(f"--documents {args.documents!r} has no pretrain documents")
         tok = train_bpe_tokenizer(texts, model_cfg["vocab_size"], model_cfg["n_positions"])
         extra = {"tokenizer": {"trained_on_docs": len(texts), "vocab_size": len(tok)}}
-    with atomic_path(args.out, is_dir=True) as tmp:
+    record = provenance(config, seed=config["seed"], extra=extra)
+    with atomic_path(args.out, is_dir=True) as tmp:  # tokenizer and run.json in one directory
         tok.save_pretrained(tmp)
-        write_json(tmp / "run.json", provenance(config, seed=config["seed"], extra=extra))
+        write_json(tmp / "run.json", record)

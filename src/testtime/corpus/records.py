@@ -40,7 +40,13 @@ def open_source(data_cfg: Mapping[str, Any]) -> tuple[Any, str]:
         path = data_cfg["jsonl"]["path"]
         if not path or not Path(path).is_file():
             raise FileNotFoundError(f"config key 'data.jsonl.path': file {path!r} does not exist")
-        return load_dataset("json", data_files=str(path), split="train", streaming=True), str(path)
+        try:
+            ds = load_dataset("json", data_files=str(path), split="train", streaming=True)
+        except StopIteration:  # datasets infers the schema from the first record
+            raise ValueError(
+                f"config key 'data.jsonl.path': file {path!r} holds no records"
+            ) from None
+        return ds, str(path)
     ds = load_dataset(hf["path"], hf["name"], split=hf["split"], streaming=hf["streaming"])
     return ds, f"{hf['path']}:{hf['name']}:{hf['split']}"
 

@@ -46,12 +46,14 @@ class Embeddings(NamedTuple):
         return rows
 
 
-def read_candidates(path: str | os.PathLike[str]) -> Candidates:
-    """Read and check ``candidates.parquet``: exactly K rows per prompt, ranks 0..K-1."""
+def read_candidates(path: str | os.PathLike[str], k: int | None = None) -> Candidates:
+    """Read and check ``candidates.parquet``: exactly K rows per prompt, ranks 0..K-1, and
+    K = ``k`` (``select.k`` of the config) when given."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"--candidates: file {str(path)!r} does not exist")
     df = pd.read_parquet(path, columns=["prompt_id", "rank", "memory_id"])
     where = f"--candidates {str(path)!r}"
+    expected = k
     if df.empty:
         raise ValueError(f"{where} has no rows")
     df = df.sort_values(["prompt_id", "rank"], kind="stable")
@@ -65,6 +67,11 @@ def read_candidates(path: str | os.PathLike[str]) -> Candidates:
     ranks = df["rank"].to_numpy().reshape(-1, k)
     if not (ranks == np.arange(k)).all():
         raise ValueError(f"{where}: ranks of some prompt are not exactly 0..{k - 1}")
+    if expected is not None and k != expected:
+        raise ValueError(
+            f"{where} has K={k} candidates per prompt but config key 'select.k' is {expected}; "
+            "rebuild the candidates with this config"
+        )
     memory_ids = df["memory_id"].to_numpy(np.int64).reshape(-1, k)
     return Candidates(counts.index.to_numpy(np.int64), memory_ids)
 
@@ -96,6 +103,28 @@ def subset_candidates(
     _, ids = search(faiss.read_index(str(index_path)), queries, k, index_cfg, subset)
     order = np.argsort(prompt_ids, kind="stable")
     return Candidates(prompt_ids[order].astype(np.int64), ids[order])
+
+
+def check_selection_steps(
+    table: pd.DataFrame, n: int, where: str, prompt_ids: Sequence[int] | None = None
+) -> None:
+    """ValueError naming ``where`` unless every prompt (of ``prompt_ids``, if given) has exactly
+    the steps 0..n, n = config key ``select.n`` (the pipeline's selections never stop early)."""
+    missing = {"prompt_id", "step"} - set(table.columns)
+    if missing:
+        raise ValueError(f"{where} lacks columns {sorted(missing)}")
+    if prompt_ids is not None:
+        table = table[table["prompt_id"].isin(list(prompt_ids))]
+    steps = table.groupby("prompt_id")["step"]
+    count, first, last = steps.size(), steps.min(), steps.max()
+    bad = count.index[(count != n + 1) | (first != 0) | (last != n)]
+    if len(bad):
+        pid = int(bad[0])
+        raise ValueError(
+            f"{where}: prompt {pid} has steps {int(first[pid])}..{int(last[pid])} "
+            f"({int(count[pid])} rows) but config key 'select.n' is {n} (steps 0..{n}); "
+            f"{len(bad)} prompt(s) affected: was the selection made with another config?"
+        )
 
 
 def read_embeddings(paths: Sequence[str | os.PathLike[str]], arg: str) -> Embeddings:
