@@ -207,7 +207,7 @@ def test_missing_local_tokenizer_is_never_looked_up_online(tmp_path, monkeypatch
     monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", online)
     monkeypatch.chdir(tmp_path)
     cfg = tmp_path / "c.yaml"
-    cfg.write_text("data: {seq_len: 32}\nmodel: {n_positions: 32}\n")
+    cfg.write_text("data: {seq_len: 32, eval_tokens: 32}\nmodel: {n_positions: 32}\n")
     outs = [
         "--pretrain-out",
         "p.parquet",
