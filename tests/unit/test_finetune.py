@@ -213,3 +213,54 @@ def test_score_base_equals_reference():
 def test_job_rejects_eval_steps_beyond_selection():
     with pytest.raises(ValueError, match="eval steps"):
         _job(0, 2, 1, eval_steps=(3,))
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        TrainSettings(lr=1e-2, weight_decay=0.1),
+        TrainSettings(optimizer="adamw", lr=1e-2, weight_decay=0.1, grad_clip=0.5),
+    ],
+)
+def test_stacked_adam_update_equals_per_prompt_optimizer(settings):
+    """The batched path's fused Adam on stacked (B, ...) tensors: row b equals torch.optim on
+    prompt b alone, also for non-contiguous gradients (vmap returns such; the fused kernel
+    reads raw memory) and for masked rows, which must not move even with NaN gradients."""
+    gen = torch.Generator().manual_seed(0)
+    n_b, steps = 3, 3
+    base = {"w": torch.randn(4, 5, generator=gen), "b": torch.randn(5, generator=gen)}
+    stacked = {n: v.unsqueeze(0).repeat(n_b, *([1] * v.dim())) for n, v in base.items()}
+    exp_avg = {n: torch.zeros_like(v) for n, v in stacked.items()}
+    exp_sq = {n: torch.zeros_like(v) for n, v in stacked.items()}
+    state_steps = {n: torch.zeros(()) for n in stacked}
+    refs = [{n: v.clone() for n, v in base.items()} for _ in range(n_b)]
+    cls = torch.optim.AdamW if settings.optimizer == "adamw" else torch.optim.Adam
+    opts = [
+        cls(r.values(), lr=settings.lr, weight_decay=settings.weight_decay, eps=settings.eps)
+        for r in refs
+    ]
+    for r in refs:
+        for v in r.values():
+            v.requires_grad_(True)
+    mask = torch.tensor([True, False, True])
+    for _ in range(steps):
+        # non-contiguous: transposed storage
+        grads = {
+            "w": torch.randn(n_b, 5, 4, generator=gen).transpose(1, 2),
+            "b": torch.randn(n_b, 5, generator=gen),
+        }
+        assert not grads["w"].is_contiguous()
+        grads["w"][1] = float("nan")  # the masked prompt's gradient is NaN
+        for b in range(n_b):
+            if not mask[b]:
+                continue
+            for n, v in refs[b].items():
+                v.grad = grads[n][b].clone()
+            if settings.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(list(refs[b].values()), settings.grad_clip)
+            opts[b].step()
+        Finetuner._adam_update(stacked, grads, exp_avg, exp_sq, state_steps, mask, settings)
+    for n in base:
+        torch.testing.assert_close(stacked[n][1], base[n], rtol=0, atol=0, msg=n)
+        for b in (0, 2):
+            torch.testing.assert_close(stacked[n][b], refs[b][n].detach(), msg=f"{n}[{b}]")
