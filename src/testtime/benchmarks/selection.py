@@ -181,6 +181,11 @@ def build_parser() -> argparse.ArgumentParser:
         default="cpu",
         help="device activeft computes on (its tensors are moved there; e.g. cuda)",
     )
+    p.add_argument(
+        "--no-tf32",
+        action="store_true",
+        help="form products of fp16 inputs in plain float32 (posterior.HALF_INPUTS_TF32 off)",
+    )
     p.add_argument("--tol", type=float, default=1e-4, help="max |Δσ²| counted as identical")
     p.add_argument("--json", default=None, help="also write the numbers to this JSON file")
     return p
@@ -188,11 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print times, ratio and the agreement of final variances."""
-    from testtime.selection import sift
+    from testtime.selection import posterior, sift
     from testtime.selection.posterior import GRAM_MAX_RATIO
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    posterior.HALF_INPUTS_TF32 = not args.no_tf32
     if args.baseline_batch is not None and not 1 <= args.baseline_batch <= args.batch:
         parser.error(f"--baseline-batch must be in 1..{args.batch}, got {args.baseline_batch}")
     torch.set_num_threads(args.threads)
@@ -227,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"setting: B={args.batch} K={args.k} d={args.dim} n={args.n} lam={args.lam} "
         f"device={device} threads={args.threads} input={args.input_dtype} on {args.inputs} "
-        f"gram={use_gram}"
+        f"gram={use_gram} tf32-for-half-inputs={not args.no_tf32}"
     )
     t_ours, v_ours = _timed(ours, args.repeats, device)
     out: dict = {
