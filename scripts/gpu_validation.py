@@ -20,6 +20,7 @@ import argparse
 import gc
 import json
 import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -27,95 +28,84 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # scripts/ importable (gpu_stages)
 
-TARGET = ["--batch", "10000", "--k", "1000", "--dim", "1024", "--n", "50"]
-GPT2_SMALL = [
-    "--device", "cuda", "--n-layer", "12", "--n-embd", "768", "--n-head", "12",
-    "--context", "1024", "--vocab", "50257", "--eval-tokens", "1024", "--steps", "50",
-    "--repeats", "1", "--peak-tflops", "989",
-]  # fmt: skip
-
-
-def _selection(*argv: str):
-    from testtime.benchmarks.selection import main
-
-    return main, ["--device", "cuda", *argv]
-
-
-def _finetune(b: int, *argv: str):
-    from testtime.benchmarks.finetune import main
-
-    return main, [*GPT2_SMALL, "--prompts", str(b), "--batch-prompts", str(b), "--bf16", *argv]
-
-
+# name -> (benchmark, its arguments); SHAPES fills in the sizes (GPU run or --smoke on a CPU)
+SHAPES = {
+    "gpu": {
+        "target": "--batch 10000 --k 1000 --dim 1024 --n 50",
+        "default": "",
+        "subset": "16",
+        "gpt2": "--n-layer 12 --n-embd 768 --n-head 12 --context 1024 --vocab 50257 "
+        "--eval-tokens 1024 --steps 50 --repeats 1 --peak-tflops 989",
+        "b": (8, 16, 32),
+        "tiny_batch": 8,
+        "demo_batch": 25,
+    },
+    "smoke": {
+        "target": "--batch 40 --k 30 --dim 16 --n 5",
+        "default": "--batch 4 --k 20 --dim 8 --n 5",
+        "subset": "2",
+        "gpt2": "--n-layer 1 --n-embd 32 --n-head 2 --context 32 --vocab 64 "
+        "--eval-tokens 32 --steps 2 --repeats 1",
+        "b": (2, 3, 4),
+        "tiny_batch": 2,
+        "demo_batch": 4,
+    },
+}
 ITEMS = {
-    "selection-default": lambda: _selection(
-        "--baseline", "activeft", "--baseline-device", "cuda", "--repeats", "3"
+    "selection-default": ("selection", "{default} --baseline activeft --repeats 3"),
+    "selection-target-device": (
+        "selection",
+        "{target} --input-dtype float16 --inputs device --baseline none --repeats 2",
     ),
-    "selection-target-device": lambda: _selection(
-        *TARGET,
-        "--input-dtype",
-        "float16",
-        "--inputs",
-        "device",
-        "--baseline",
-        "none",
-        "--repeats",
-        "2",
-    ),  # fmt: skip
-    "selection-target-device-notf32": lambda: _selection(
-        *TARGET,
-        "--input-dtype",
-        "float16",
-        "--inputs",
-        "device",
-        "--no-tf32",
-        "--baseline",
-        "none",
-        "--repeats",
-        "2",
-    ),  # fmt: skip
-    "selection-target-device-nogram": lambda: _selection(
-        *TARGET,
-        "--input-dtype",
-        "float16",
-        "--inputs",
-        "device",
-        "--gram",
-        "off",
-        "--baseline",
-        "none",
-        "--repeats",
-        "2",
-    ),  # fmt: skip
-    "selection-target-host": lambda: _selection(
-        *TARGET,
-        "--input-dtype",
-        "float16",
-        "--inputs",
-        "host",
-        "--repeats",
-        "2",
-        "--baseline",
-        "activeft",
-        "--baseline-device",
-        "cuda",
-        "--baseline-batch",
-        "16",
-    ),  # fmt: skip
-    "finetune-b8": lambda: _finetune(8),
-    "finetune-b8-eager": lambda: _finetune(8, "--attn", "eager", "--skip-fp32", "--skip-naive"),
-    "finetune-b16": lambda: _finetune(16, "--skip-fp32", "--skip-naive"),
-    "finetune-b32": lambda: _finetune(32, "--skip-fp32", "--skip-naive"),
+    "selection-target-device-notf32": (
+        "selection",
+        "{target} --input-dtype float16 --inputs device --no-tf32 --baseline none --repeats 2",
+    ),
+    "selection-target-device-nogram": (
+        "selection",
+        "{target} --input-dtype float16 --inputs device --gram off --baseline none --repeats 2",
+    ),
+    "selection-target-host": (
+        "selection",
+        "{target} --input-dtype float16 --inputs host --repeats 2 --baseline activeft "
+        "--baseline-batch {subset}",
+    ),
+    "finetune-b8": ("finetune", "{gpt2} --prompts {b0} --batch-prompts {b0} --bf16"),
+    "finetune-b8-eager": (
+        "finetune",
+        "{gpt2} --prompts {b0} --batch-prompts {b0} --bf16 --skip-fp32 --skip-naive --attn eager",
+    ),
+    "finetune-b16": (
+        "finetune",
+        "{gpt2} --prompts {b1} --batch-prompts {b1} --bf16 --skip-fp32 --skip-naive",
+    ),
+    "finetune-b32": (
+        "finetune",
+        "{gpt2} --prompts {b2} --batch-prompts {b2} --bf16 --skip-fp32 --skip-naive",
+    ),
 }
 
 
-def _stages(name: str, batch_prompts: int, pretrain: bool = False):
-    def run(json_path: str, out: Path) -> int:
+def _bench_item(name: str, shapes: dict, device: str):
+    import importlib
+
+    bench, template = ITEMS[name]
+    fields = {k: v for k, v in shapes.items() if isinstance(v, str)}
+    fields |= {f"b{i}": str(b) for i, b in enumerate(shapes["b"])}
+    argv = template.format(**fields).split() + ["--device", device]
+    if bench == "selection" and "--baseline" in argv and "none" not in argv:
+        argv += ["--baseline-device", device]
+    return importlib.import_module(f"testtime.benchmarks.{bench}").main, argv
+
+
+def _stages(name: str, pretrain: bool = False):
+    def run(json_path: str, out: Path, shapes: dict, device: str) -> int:
         import gpu_stages
 
         data = ROOT / "data" / name
+        batch = shapes[f"{name}_batch"]
         status = gpu_stages.main(
-            ["--data", str(data), "--device", "cuda", "--batch-prompts", str(batch_prompts),
+            ["--data", str(data), "--device", device, "--batch-prompts", str(batch),
              "--out", str(out / name), "--json", json_path]
         )  # fmt: skip
         summary = json.loads(Path(json_path).read_text())
@@ -171,8 +161,8 @@ def _pretrain(data: Path, out: Path) -> float:
 
 
 STAGE_ITEMS = {
-    "workflow-tiny": _stages("tiny", 8),
-    "workflow-demo": _stages("demo", 25, pretrain=True),
+    "workflow-tiny": _stages("tiny"),
+    "workflow-demo": _stages("demo", pretrain=True),
 }
 
 
@@ -181,7 +171,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--only", nargs="+", default=None, help="item names (default: all)")
     p.add_argument("--list", action="store_true")
+    p.add_argument("--device", default="cuda")
+    p.add_argument(
+        "--smoke", action="store_true", help="every item at toy sizes (checks the script on a CPU)"
+    )
     args = p.parse_args(argv)
+    shapes = SHAPES["smoke" if args.smoke else "gpu"]
     names = list(ITEMS) + list(STAGE_ITEMS)
     if args.list:
         print("\n".join(names))
@@ -190,13 +185,16 @@ def main(argv: list[str] | None = None) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    work = Path("/tmp/gpu-validation")
+    work = Path(tempfile.mkdtemp(prefix="gpu-validation-"))
+    cuda = torch.device(args.device).type == "cuda"
     summary: dict = {
-        "device": torch.cuda.get_device_name(0),
+        "device": torch.cuda.get_device_name(args.device) if cuda else args.device,
+        "smoke": args.smoke,
         "torch": torch.__version__,
         "items": {},
     }
     failed = 0
+    threads = torch.get_num_threads()  # the selection benchmark sets its own
     for name in args.only or names:
         print(f"\n=== {name} ({time.strftime('%H:%M:%S')})", flush=True)
         json_path = str(work / f"{name}.json")
@@ -205,11 +203,11 @@ def main(argv: list[str] | None = None) -> int:
         record: dict = {}
         try:
             if name in ITEMS:
-                fn, item_argv = ITEMS[name]()
+                fn, item_argv = _bench_item(name, shapes, args.device)
                 print("args:", " ".join(item_argv))
                 status = fn([*item_argv, "--json", json_path])
             else:
-                status = STAGE_ITEMS[name](json_path, work)
+                status = STAGE_ITEMS[name](json_path, work, shapes, args.device)
             record["status"] = status
             if Path(json_path).exists():
                 record["result"] = json.loads(Path(json_path).read_text())
@@ -225,8 +223,10 @@ def main(argv: list[str] | None = None) -> int:
         summary["items"][name] = record
         (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
         gc.collect()
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
+        torch.set_num_threads(threads)
+        if cuda:
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
     return 1 if failed else 0
 
 
