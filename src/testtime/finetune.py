@@ -131,6 +131,29 @@ def _pad_step(seqs: Sequence[torch.Tensor | None]) -> tuple[torch.Tensor, torch.
     return ids, valid
 
 
+@contextlib.contextmanager
+def _no_padding_check(model: torch.nn.Module) -> Iterator[None]:
+    """Hide ``config.pad_token_id`` while the model runs under ``vmap``.
+
+    Without an attention mask, Hugging Face models test whether the first or last input id is
+    the pad token (``warn_if_padding_and_no_attention_mask``: ``pad_id in ids[:, [-1, 0]]``,
+    a ``.item()``), which vmap cannot batch: every model whose config names a pad token (the
+    workflow's own tokenizer sets one; so does Phi-3) failed in the batched path. The check
+    only decides whether to warn; padding is masked in the loss here, and with causal attention
+    right padding never reaches earlier positions.
+    """
+    config = getattr(model, "config", None)
+    pad = getattr(config, "pad_token_id", None)
+    if pad is None:
+        yield
+        return
+    config.pad_token_id = None
+    try:
+        yield
+    finally:
+        config.pad_token_id = pad
+
+
 class Finetuner:
     """Test-time fine-tuning of one base model for many prompts.
 
@@ -251,6 +274,10 @@ class Finetuner:
     # ---------------------------------------------------------------------------- batched
     def run_batched(self, jobs: Sequence[PromptJob]) -> list[list[EvalRow]]:
         """Fine-tune ``B = len(jobs)`` independent copies at once; rows per job, step order."""
+        with _no_padding_check(self.model):
+            return self._run_batched(jobs)
+
+    def _run_batched(self, jobs: Sequence[PromptJob]) -> list[list[EvalRow]]:
         from torch.func import functional_call, grad_and_value, vmap
 
         s = self.settings

@@ -264,3 +264,18 @@ def test_stacked_adam_update_equals_per_prompt_optimizer(settings):
         torch.testing.assert_close(stacked[n][1], base[n], rtol=0, atol=0, msg=n)
         for b in (0, 2):
             torch.testing.assert_close(stacked[n][b], refs[b][n].detach(), msg=f"{n}[{b}]")
+
+
+def test_batched_path_runs_models_with_a_pad_token():
+    """A config naming a pad token (the workflow's tokenizer sets one) made Hugging Face test
+    ``pad_id in input_ids`` inside vmap, which raised; now the batched path equals the one-prompt
+    loop, and the config is left as it was."""
+    model = tiny_gpt2(V)
+    model.config.pad_token_id = 0  # = bos here, and the id _pad_step pads with
+    tuner = Finetuner(model, select_trainable(model, "full"), TrainSettings(lr=5e-3))
+    jobs = [_job(0, 2, 4, (0, 2)), _job(1, 3, 5)]
+    sequential = [tuner.run_sequential(j) for j in jobs]
+    batched = tuner.run_batched(jobs)
+    assert model.config.pad_token_id == 0
+    for s_rows, b_rows in zip(sequential, batched, strict=True):
+        assert [r.nll for r in b_rows] == pytest.approx([r.nll for r in s_rows], rel=1e-4)
