@@ -110,6 +110,10 @@ def _stages(name: str, pretrain: bool = False):
         )  # fmt: skip
         summary = json.loads(Path(json_path).read_text())
         summary |= _compare_selections(data / "selections", out / name / "selections")
+        summary |= _compare_bpb(
+            ROOT / "results" / name / "per_prompt.parquet",
+            out / name / "results" / "per_prompt.parquet",
+        )
         if pretrain:
             summary["pretrain_s"] = _pretrain(data, out / name)
         Path(json_path).write_text(json.dumps(summary, indent=1))
@@ -139,9 +143,31 @@ def _compare_selections(cpu_dir: Path, gpu_dir: Path) -> dict:
             "prompts": len(same),
             "max_abs_var_diff": float(dv),
         }
-        print(f"selection {gpu_file.stem}: GPU = CPU for {sum(same)}/{len(same)} prompts, "
-              f"max |Δσ²| {dv:.2e}")  # fmt: skip
+        print(f"selection {gpu_file.stem}: same as the reference run for {sum(same)}/{len(same)} "
+              f"prompts, max |Δσ²| {dv:.2e}")  # fmt: skip
     return {"selection_vs_cpu": out}
+
+
+def _compare_bpb(reference: Path, ours: Path) -> dict:
+    """Per method: largest and mean |Δ bpb| against the reference run's per-prompt results
+    (results/<name>/per_prompt.parquet of a CPU run, when present)."""
+    import pandas as pd
+
+    if not reference.exists() or not ours.exists():
+        return {}
+    keys = ["prompt_id", "method", "steps"]
+    merged = pd.read_parquet(reference).merge(pd.read_parquet(ours), on=keys, suffixes=("_ref", ""))
+    merged["diff"] = (merged["bpb"] - merged["bpb_ref"]).abs()
+    out = {}
+    for method, g in merged.groupby("method"):
+        out[method] = {
+            "rows": len(g),
+            "max": float(g["diff"].max()),
+            "mean": float(g["diff"].mean()),
+        }
+        print(f"bpb {method}: max |Δ| {out[method]['max']:.2e}, mean {out[method]['mean']:.2e} "
+              f"over {len(g)} rows against {reference}")  # fmt: skip
+    return {"bpb_vs_reference": out}
 
 
 def _pretrain(data: Path, out: Path) -> float:
