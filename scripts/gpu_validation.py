@@ -180,7 +180,7 @@ def _pretrain(data: Path, out: Path) -> float:
          "--out", str(out / "base_model_gpu")]
     )  # fmt: skip
     seconds = time.perf_counter() - start
-    print(f"pretrain on GPU: {seconds:.1f} s (status {status})")
+    print(f"pretrain: {seconds:.1f} s (status {status})")
     if status:
         raise RuntimeError(f"pretrain failed ({status})")
     return seconds
