@@ -36,7 +36,7 @@ SHAPES = {
         "subset": "16",
         "gpt2": "--n-layer 12 --n-embd 768 --n-head 12 --context 1024 --vocab 50257 "
         "--eval-tokens 1024 --steps 50 --repeats 1 --peak-tflops 989",
-        "b": (8, 16, 32),
+        "b": (8, 16, 32, 24),
         "tiny_batch": 8,
         "demo_batch": 25,
     },
@@ -46,7 +46,7 @@ SHAPES = {
         "subset": "2",
         "gpt2": "--n-layer 1 --n-embd 32 --n-head 2 --context 32 --vocab 64 "
         "--eval-tokens 32 --steps 2 --repeats 1",
-        "b": (2, 3, 4),
+        "b": (2, 3, 4, 3),
         "tiny_batch": 2,
         "demo_batch": 4,
     },
@@ -71,6 +71,14 @@ ITEMS = {
         "--baseline-batch {subset}",
     ),
     "finetune-b8": ("finetune", "{gpt2} --prompts {b0} --batch-prompts {b0} --bf16"),
+    "finetune-b8-bf16": (
+        "finetune",
+        "{gpt2} --prompts {b0} --batch-prompts {b0} --bf16 --skip-fp32",
+    ),
+    "finetune-b24": (
+        "finetune",
+        "{gpt2} --prompts {b3} --batch-prompts {b3} --bf16 --skip-fp32 --skip-naive",
+    ),
     "finetune-b8-eager": (
         "finetune",
         "{gpt2} --prompts {b0} --batch-prompts {b0} --bf16 --skip-fp32 --skip-naive --attn eager",
