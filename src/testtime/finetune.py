@@ -274,9 +274,7 @@ class Finetuner:
     # ---------------------------------------------------------------------------- batched
     def run_batched(self, jobs: Sequence[PromptJob]) -> list[list[EvalRow]]:
         """Fine-tune ``B = len(jobs)`` independent copies at once; rows per job, step order."""
-        from testtime.vmap_attention import batched_sdpa
-
-        with _no_padding_check(self.model), batched_sdpa():
+        with _no_padding_check(self.model):
             return self._run_batched(jobs)
 
     def _run_batched(self, jobs: Sequence[PromptJob]) -> list[list[EvalRow]]:
