@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
 
@@ -64,7 +65,9 @@ def main(argv: list[str] | None = None) -> int:
                 torch.cuda.synchronize()
             wall = time.perf_counter() - start
         events = prof.key_averages()
-        gpu = sum(getattr(e, "self_device_time_total", 0) for e in events) / 1e6
+        # kernel rows only: operator rows repeat their kernels' time
+        kernels = [e for e in events if getattr(e, "device_type", None) == DeviceType.CUDA]
+        gpu = sum(e.self_device_time_total for e in kernels) / 1e6
         print(
             f"\n##### {name}: {1e3 * wall / prompt_steps:.1f} ms per prompt-step (profiled), "
             f"GPU kernels {1e3 * gpu / prompt_steps:.1f} ms per prompt-step "
