@@ -256,3 +256,69 @@ def test_split_protocol_scores_text_given_context(batched):
         final = next(r for r in rows if r.prompt_id == job.prompt_id and r.steps == 2)
         expected = _reference_nll_given_context(trained, job.eval_ids, job.n_context)
         assert final.nll == pytest.approx(expected, rel=1e-4)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        TrainSettings(lr=1e-2, weight_decay=0.1),
+        TrainSettings(optimizer="adamw", lr=1e-2, weight_decay=0.1, grad_clip=0.5),
+    ],
+)
+def test_stacked_adam_update_equals_per_prompt_optimizer(settings):
+    """The batched path's fused Adam on stacked (B, ...) tensors: row b equals torch.optim on
+    prompt b alone, also for non-contiguous gradients (vmap returns such; the fused kernel
+    reads raw memory) and for masked rows, which must not move even with NaN gradients."""
+    gen = torch.Generator().manual_seed(0)
+    n_b, steps = 3, 3
+    base = {"w": torch.randn(4, 5, generator=gen), "b": torch.randn(5, generator=gen)}
+    stacked = {n: v.unsqueeze(0).repeat(n_b, *([1] * v.dim())) for n, v in base.items()}
+    exp_avg = {n: torch.zeros_like(v) for n, v in stacked.items()}
+    exp_sq = {n: torch.zeros_like(v) for n, v in stacked.items()}
+    state_steps = {n: torch.zeros(()) for n in stacked}
+    refs = [{n: v.clone() for n, v in base.items()} for _ in range(n_b)]
+    cls = torch.optim.AdamW if settings.optimizer == "adamw" else torch.optim.Adam
+    opts = [
+        cls(r.values(), lr=settings.lr, weight_decay=settings.weight_decay, eps=settings.eps)
+        for r in refs
+    ]
+    for r in refs:
+        for v in r.values():
+            v.requires_grad_(True)
+    mask = torch.tensor([True, False, True])
+    for _ in range(steps):
+        # non-contiguous: transposed storage
+        grads = {
+            "w": torch.randn(n_b, 5, 4, generator=gen).transpose(1, 2),
+            "b": torch.randn(n_b, 5, generator=gen),
+        }
+        assert not grads["w"].is_contiguous()
+        grads["w"][1] = float("nan")  # the masked prompt's gradient is NaN
+        for b in range(n_b):
+            if not mask[b]:
+                continue
+            for n, v in refs[b].items():
+                v.grad = grads[n][b].clone()
+            if settings.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(list(refs[b].values()), settings.grad_clip)
+            opts[b].step()
+        Finetuner._adam_update(stacked, grads, exp_avg, exp_sq, state_steps, mask, settings)
+    for n in base:
+        torch.testing.assert_close(stacked[n][1], base[n], rtol=0, atol=0, msg=n)
+        for b in (0, 2):
+            torch.testing.assert_close(stacked[n][b], refs[b][n].detach(), msg=f"{n}[{b}]")
+
+
+def test_batched_path_runs_models_with_a_pad_token():
+    """A config naming a pad token (the workflow's tokenizer sets one) made Hugging Face test
+    ``pad_id in input_ids`` inside vmap, which raised; now the batched path equals the one-prompt
+    loop, and the config is left as it was."""
+    model = tiny_gpt2(V)
+    model.config.pad_token_id = 0  # = bos here, and the id _pad_step pads with
+    tuner = Finetuner(model, select_trainable(model, "full"), TrainSettings(lr=5e-3))
+    jobs = [_job(0, 2, 4, (0, 2)), _job(1, 3, 5)]
+    sequential = [tuner.run_sequential(j) for j in jobs]
+    batched = tuner.run_batched(jobs)
+    assert model.config.pad_token_id == 0
+    for s_rows, b_rows in zip(sequential, batched, strict=True):
+        assert [r.nll for r in b_rows] == pytest.approx([r.nll for r in s_rows], rel=1e-4)

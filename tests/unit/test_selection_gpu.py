@@ -46,3 +46,21 @@ def test_adaptive_sift_agrees_across_devices(gram: bool) -> None:
     gpu = sift(q.cuda(), c.cuda(), 30, lam=0.1, alpha=4.0, gram=gram)
     assert torch.equal(cpu.stopped, gpu.stopped.cpu())
     assert torch.equal(cpu.indices, gpu.indices.cpu())
+
+
+def test_tf32_products_of_half_inputs_are_exact() -> None:
+    """fp16 inputs: the TF32 kernel products (posterior.HALF_INPUTS_TF32) give the selection
+    and variances of plain float32 products, with and without the kernel matrix."""
+    from testtime.selection import posterior
+
+    q, c = inputs(b=64, k=300, d=384, seed=2)
+    q, c = q.half().cuda(), c.half().cuda()
+    for gram in (True, False):
+        posterior.HALF_INPUTS_TF32 = False
+        try:
+            plain = sift(q, c, 40, lam=0.1, gram=gram)
+        finally:
+            posterior.HALF_INPUTS_TF32 = True
+        tf32 = sift(q, c, 40, lam=0.1, gram=gram)
+        assert torch.equal(plain.indices, tf32.indices)
+        assert torch.allclose(plain.variances, tf32.variances, atol=1e-6)

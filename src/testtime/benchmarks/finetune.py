@@ -4,9 +4,10 @@ Both sides fine-tune the same randomly initialised GPT-2 (default: the demo size
 d=256, context 256, vocab 8192, 5.3M parameters; dropout off so both must agree) for P prompts
 x N steps on identical token ids, AdamW, batch size 1, and score the prompt's evaluation text in
 bits per byte after the last step. Printed: prompts per second of each side, the ratio, the
-largest bpb difference between the two (they must agree), and with ``--bf16`` the same loop
-under bf16 autocast. On CUDA also the model FLOPs utilisation (MFU) of our loop:
-6·params·train tokens + 2·params·eval tokens over time, against ``--peak-tflops``.
+largest bpb difference between the two (they must agree), and with ``--bf16`` both loops again
+under bf16 autocast (``--skip-fp32``: only those). On CUDA also the model FLOPs utilisation
+(MFU) of each: 6·params·train tokens + 2·params·eval tokens over time, against
+``--peak-tflops`` (attention's own FLOPs not counted). ``--json`` writes the numbers.
 
 * ours: :class:`testtime.finetune.Finetuner` (base weights restored from a snapshot per
   prompt, a fresh optimizer, eval in disjoint windows; ``--batch-prompts B`` uses the vmap path);
@@ -16,14 +17,17 @@ Run::
 
     python bench/finetune.py                         # CPU, 8 prompts x 10 steps, demo model
     testtime bench finetune --bf16 --threads 2
-    testtime bench finetune --device cuda --n-layer 12 --n-embd 768 --context 1024 \\
-        --vocab 50257 --batch-prompts 8 --prompts 32 --bf16
+    testtime bench finetune --device cuda --n-layer 12 --n-embd 768 --n-head 12 \\
+        --context 1024 --vocab 50257 --eval-tokens 1024 --steps 50 --batch-prompts 8 \\
+        --prompts 8 --bf16 --repeats 1 --peak-tflops 989    # GPT-2 small (124M) on a GPU
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
+import json
 import math
 import time
 
@@ -44,8 +48,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = leave as is)")
     p.add_argument("--batch-prompts", type=int, default=1, help="our loop: prompts at once")
-    p.add_argument("--bf16", action="store_true", help="also time our loop with bf16 autocast")
+    p.add_argument("--bf16", action="store_true", help="also time both loops with bf16 autocast")
     p.add_argument("--skip-naive", action="store_true", help="time only our loop")
+    p.add_argument("--skip-fp32", action="store_true", help="with --bf16: time only bf16")
+    p.add_argument(
+        "--attn",
+        default=None,
+        help="attention implementation of the model (eager, sdpa; default: transformers')",
+    )
+    p.add_argument("--json", default=None, help="also write the numbers to this JSON file")
     p.add_argument("--peak-tflops", type=float, default=989.0, help="GPU peak (H100 bf16 dense)")
     p.add_argument("--repeats", type=int, default=2, help="interleaved runs; best time kept")
     p.add_argument("--seed", type=int, default=0)
@@ -92,8 +103,15 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def naive_loop(model, jobs, args, device: torch.device) -> tuple[float, list[float]]:
-    """The textbook recipe; returns (seconds, bpb per prompt)."""
+def naive_loop(
+    model, jobs, args, device: torch.device, autocast: bool = False
+) -> tuple[float, list[float]]:
+    """The textbook recipe (optionally under bf16 autocast); returns (seconds, bpb per prompt)."""
+    ctx = (
+        (lambda: torch.autocast(device.type, dtype=torch.bfloat16))
+        if autocast
+        else contextlib.nullcontext
+    )
     _sync(device)
     t0 = time.perf_counter()
     out = []
@@ -103,17 +121,18 @@ def naive_loop(model, jobs, args, device: torch.device) -> tuple[float, list[flo
         m.train()
         for seq in job.train_ids:
             x = seq[None].to(device)
-            loss = m(x, labels=x).loss
+            with ctx():
+                loss = m(x, labels=x).loss
             opt.zero_grad()
             loss.backward()
             opt.step()
         m.eval()
         nll = 0.0
         ids = job.eval_ids.to(device)
-        with torch.no_grad():
+        with torch.no_grad(), ctx():
             for lo in range(0, len(ids) - 1, args.context):
                 x = ids[lo : lo + args.context + 1]
-                logits = m(x[:-1][None]).logits[0]
+                logits = m(x[:-1][None]).logits[0].float()
                 nll += torch.nn.functional.cross_entropy(logits, x[1:], reduction="sum").item()
         out.append(nll / (math.log(2) * job.n_bytes))
     _sync(device)
@@ -138,60 +157,97 @@ def our_loop(model, jobs, args, device: torch.device, autocast: bool):
 
 
 def main(argv: list[str] | None = None) -> int:
+    from testtime.finetune import PromptJob
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error(f"--repeats must be >= 1, got {args.repeats}")
+    if args.skip_fp32 and not args.bf16:
+        parser.error("--skip-fp32 needs --bf16")
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     model = _model(args)
+    if args.attn:
+        model.config._attn_implementation = args.attn
     n_params = sum(p.numel() for p in model.parameters())
     jobs = _jobs(args)
     print(
         f"device {device} threads {torch.get_num_threads()} | GPT-2 {args.n_layer}L "
         f"d={args.n_embd} ctx {args.context} vocab {args.vocab}: {n_params / 1e6:.2f}M params "
-        f"| {args.prompts} prompts x {args.steps} steps x {args.context} tokens"
+        f"| {args.prompts} prompts x {args.steps} steps x {args.context} tokens "
+        f"| our batch {args.batch_prompts} | attention {model.config._attn_implementation}"
     )
-    our_loop(model, jobs[:1], args, device, autocast=False)  # warm-up (allocator, kernels)
-    if not args.skip_naive:
-        naive_loop(model, jobs[:1], args, device)
-    # interleave the sides and keep each one's best time: the machine may be shared
-    t_ours = t_naive = t_bf = math.inf
-    for _ in range(args.repeats):
-        t, bpb_ours = our_loop(model, jobs, args, device, autocast=False)
-        t_ours = min(t_ours, t)
+    # (side, precision) -> timed function; the sides interleave, each keeps its best time
+    runs = {}
+    for prec in ([] if args.skip_fp32 else ["fp32"]) + (["bf16"] if args.bf16 else []):
+        bf = prec == "bf16"
+        runs["ours", prec] = lambda bf=bf, j=jobs: our_loop(model, j, args, device, autocast=bf)
         if not args.skip_naive:
-            t, bpb_naive = naive_loop(model, jobs, args, device)
-            t_naive = min(t_naive, t)
-        if args.bf16:
-            t, bpb_bf = our_loop(model, jobs, args, device, autocast=True)
-            t_bf = min(t_bf, t)
+            runs["naive", prec] = lambda bf=bf, j=jobs: naive_loop(model, j, args, device, bf)
+    # warm-up (allocator, kernels): one batch (ours) or one prompt (naive) of 2 steps
+    warm = [
+        PromptJob(j.prompt_id, j.train_ids[:2], j.eval_ids, j.n_bytes, (min(2, args.steps),))
+        for j in jobs[: args.batch_prompts]
+    ]
+    for side, prec in runs:
+        if side == "ours":
+            our_loop(model, warm, args, device, autocast=prec == "bf16")
+        else:
+            naive_loop(model, warm[:1], args, device, prec == "bf16")
+    best = dict.fromkeys(runs, math.inf)
+    bpb: dict = {}
+    for _ in range(args.repeats):
+        for key, fn in runs.items():
+            t, bpb[key] = fn()
+            best[key] = min(best[key], t)
     steps = args.prompts * args.steps
-    print(
-        f"ours  fp32: {args.prompts / t_ours:7.3f} prompts/s ({t_ours:.1f} s, "
-        f"{1e3 * t_ours / steps:.0f} ms/step incl. eval)"
+    flops = args.prompts * (
+        6 * n_params * args.steps * args.context + 2 * n_params * args.eval_tokens
     )
-    if not args.skip_naive:
-        diff = max(abs(a - b) for a, b in zip(bpb_ours, bpb_naive, strict=True))
+    out: dict = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else str(device),
+        "torch": torch.__version__,
+        "params": n_params,
+        "attention": model.config._attn_implementation,
+        "args": vars(args),
+        "runs": {},
+    }
+    for (side, prec), t in best.items():
+        row = {"seconds": t, "prompts_per_s": args.prompts / t, "ms_per_step": 1e3 * t / steps}
+        if device.type == "cuda":
+            row["mfu"] = flops / t / (args.peak_tflops * 1e12)
+        out["runs"][f"{side}_{prec}"] = row
         print(
-            f"naive fp32: {args.prompts / t_naive:7.3f} prompts/s ({t_naive:.1f} s, "
-            f"{1e3 * t_naive / steps:.0f} ms/step incl. eval)"
+            f"{side:<5} {prec}: {args.prompts / t:8.3f} prompts/s ({t:.2f} s, "
+            f"{1e3 * t / steps:.1f} ms/step incl. eval)"
+            + (f", MFU {row['mfu']:.1%} of {args.peak_tflops:g} TFLOP/s" if "mfu" in row else "")
         )
-        print(f"speed-up ours/naive: {t_naive / t_ours:.2f}x | max |bpb ours - naive| = {diff:.2e}")
-    if args.bf16:
-        diff = max(abs(a - b) for a, b in zip(bpb_ours, bpb_bf, strict=True))
-        print(
-            f"ours  bf16 autocast: {args.prompts / t_bf:7.3f} prompts/s ({t_bf:.1f} s, "
-            f"{1e3 * t_bf / steps:.0f} ms/step), {t_ours / t_bf:.2f}x fp32 "
-            f"| max |bpb bf16 - fp32| = {diff:.2e}"
+    for prec in ("fp32", "bf16"):
+        if ("ours", prec) in best and ("naive", prec) in best:
+            ratio = best["naive", prec] / best["ours", prec]
+            diff = max(
+                abs(a - b) for a, b in zip(bpb["ours", prec], bpb["naive", prec], strict=True)
+            )
+            out[f"speedup_{prec}"] = ratio
+            out[f"max_bpb_diff_ours_naive_{prec}"] = diff
+            print(f"speed-up ours/naive {prec}: {ratio:.2f}x | max |bpb ours - naive| = {diff:.2e}")
+    if ("ours", "fp32") in best and ("ours", "bf16") in best:
+        diff = max(
+            abs(a - b) for a, b in zip(bpb["ours", "bf16"], bpb["ours", "fp32"], strict=True)
         )
+        ratio = best["ours", "fp32"] / best["ours", "bf16"]
+        out["bf16_over_fp32"] = ratio
+        out["max_bpb_diff_bf16_fp32"] = diff
+        print(f"ours bf16 autocast {ratio:.2f}x fp32 | max |bpb bf16 - fp32| = {diff:.2e}")
+    if ("ours", "bf16") in best and ("naive", "fp32") in best:
+        ratio = best["naive", "fp32"] / best["ours", "bf16"]
+        out["speedup_ours_bf16_over_naive_fp32"] = ratio
+        print(f"speed-up ours bf16 / naive fp32: {ratio:.2f}x")
     if device.type == "cuda":
-        flops = args.prompts * (
-            6 * n_params * args.steps * args.context + 2 * n_params * args.eval_tokens
-        )
-        runs = {"fp32": t_ours} | ({"bf16": t_bf} if args.bf16 else {})
-        for name, t in runs.items():
-            mfu = flops / t / (args.peak_tflops * 1e12)
-            print(f"MFU ours {name}: {mfu:.1%} of {args.peak_tflops:g} TFLOP/s")
+        out["max_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=1)
     return 0

@@ -31,6 +31,7 @@ included). ``--baseline naive`` compares with a float64 reference loop instead o
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import statistics
 import time
@@ -38,15 +39,39 @@ import time
 import torch
 
 
-def make_inputs(batch: int, k: int, dim: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def make_inputs(
+    batch: int,
+    k: int,
+    dim: int,
+    seed: int = 0,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    chunk: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Unit-norm queries ``(B, d)`` and candidates ``(B, K, d)`` correlated with their query
-    (inner products spread over roughly [0, 0.7], like Faiss neighbours of a prompt)."""
-    g = torch.Generator().manual_seed(seed)
+    (inner products spread over roughly [0, 0.7], like Faiss neighbours of a prompt).
+
+    ``device``: where the numbers are drawn (a CUDA generator draws other numbers than the
+    CPU one); ``dtype``: the returned dtype; ``chunk``: queries drawn at a time, so a large
+    ``(B, K, d)`` never needs float32 temporaries of its whole size (the GPU target shape
+    10,000 x 1,000 x 1,024 is 41 GB in float32). Without ``chunk`` the numbers equal those of
+    the single-chunk draw only when B fits one chunk."""
+    g = torch.Generator(device=device).manual_seed(seed)
     normalize = torch.nn.functional.normalize
-    q = normalize(torch.randn(batch, dim, generator=g), dim=-1)
-    weight = torch.rand(batch, k, 1, generator=g)
-    noise = normalize(torch.randn(batch, k, dim, generator=g), dim=-1)
-    return q, normalize(weight * q.unsqueeze(1) + noise, dim=-1)
+    chunk = chunk or batch
+    qs, cs = [], []
+    for lo in range(0, batch, chunk):
+        b = min(chunk, batch - lo)
+        q = normalize(torch.randn(b, dim, generator=g, device=device), dim=-1)
+        weight = torch.rand(b, k, 1, generator=g, device=device)
+        noise = normalize(torch.randn(b, k, dim, generator=g, device=device), dim=-1)
+        qs.append(q.to(dtype))
+        cs.append(normalize(weight * q.unsqueeze(1) + noise, dim=-1).to(dtype))
+        del q, weight, noise
+    if len(qs) == 1:
+        return qs[0], cs[0]
+    return torch.cat(qs), torch.cat(cs)
 
 
 def _activeft_final_variances(q: torch.Tensor, c: torch.Tensor, n: int, lam: float):
@@ -65,7 +90,7 @@ def _activeft_final_variances(q: torch.Tensor, c: torch.Tensor, n: int, lam: flo
             force_nonsequential=False,
         )
         loader = ActiveDataLoader(
-            dataset=Dataset(c[b]), batch_size=n, acquisition_function=vtl, device=q.device
+            dataset=Dataset(c[b]), batch_size=n, acquisition_function=vtl, device=c.device
         )
         _, values = loader.next()
         out.append(-float(values[-1]))
@@ -126,64 +151,150 @@ def build_parser() -> argparse.ArgumentParser:
         help="dtype our sift receives (float16 = the pipeline's on-disk embeddings)",
     )
     p.add_argument(
+        "--inputs",
+        choices=["host", "device"],
+        default="host",
+        help="host: end to end, host tensors in and out (pinned on CUDA, transfer timed); "
+        "device: inputs already on --device (the selection alone)",
+    )
+    p.add_argument(
+        "--gram",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="precompute the (B, K, K) kernel matrix (auto: K <= 32 n)",
+    )
+    p.add_argument(
         "--baseline",
         choices=["activeft", "naive", "none"],
         default="activeft",
         help="what to compare with (naive: float64 direct-solve loop, slow)",
     )
+    p.add_argument(
+        "--baseline-batch",
+        type=int,
+        default=None,
+        help="run the baseline on the first M queries only and compare time per query "
+        "(activeft at B=10,000 would take minutes)",
+    )
+    p.add_argument(
+        "--baseline-device",
+        default="cpu",
+        help="device activeft computes on (its tensors are moved there; e.g. cuda)",
+    )
+    p.add_argument(
+        "--no-tf32",
+        action="store_true",
+        help="form products of fp16 inputs in plain float32 (posterior.HALF_INPUTS_TF32 off)",
+    )
     p.add_argument("--tol", type=float, default=1e-4, help="max |Δσ²| counted as identical")
+    p.add_argument("--json", default=None, help="also write the numbers to this JSON file")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print times, ratio and the agreement of final variances."""
-    from testtime.selection import sift
+    from testtime.selection import posterior, sift
     from testtime.selection.posterior import GRAM_MAX_RATIO
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    posterior.HALF_INPUTS_TF32 = not args.no_tf32
+    if args.baseline_batch is not None and not 1 <= args.baseline_batch <= args.batch:
+        parser.error(f"--baseline-batch must be in 1..{args.batch}, got {args.baseline_batch}")
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    q, c = make_inputs(args.batch, args.k, args.dim, args.seed)
     dtype = getattr(torch, args.input_dtype)
-    q_in, c_in = q.to(dtype), c.to(dtype)
-    if device.type == "cuda":
-        q_in, c_in = q_in.pin_memory(), c_in.pin_memory()
+    # draw where we compute: on a GPU in chunks (the target shape does not fit host float32)
+    q_in, c_in = make_inputs(
+        args.batch, args.k, args.dim, args.seed, device=device, dtype=dtype, chunk=1024
+    )
+    if args.inputs == "host" and device.type == "cuda":
+        q_host = torch.empty(q_in.shape, dtype=dtype, pin_memory=True)
+        c_host = torch.empty(c_in.shape, dtype=dtype, pin_memory=True)
+        q_host.copy_(q_in)
+        c_host.copy_(c_in)
+        q_in, c_in = q_host, c_host
+        torch.cuda.empty_cache()
+    elif args.inputs == "host":
+        q_in, c_in = q_in.cpu(), c_in.cpu()
+    gram = {"auto": None, "on": True, "off": False}[args.gram]
+    use_gram = args.k <= GRAM_MAX_RATIO * args.n if gram is None else gram
 
     def ours():
         sel = sift(
-            q_in.to(device, non_blocking=True), c_in.to(device, non_blocking=True), args.n, args.lam
+            q_in.to(device, non_blocking=True),
+            c_in.to(device, non_blocking=True),
+            args.n,
+            args.lam,
+            gram=gram,
         )
         return sel.variances[:, -1].cpu()
 
     print(
         f"setting: B={args.batch} K={args.k} d={args.dim} n={args.n} lam={args.lam} "
-        f"device={device} threads={args.threads} input={args.input_dtype}"
+        f"device={device} threads={args.threads} input={args.input_dtype} on {args.inputs} "
+        f"gram={use_gram} tf32-for-half-inputs={not args.no_tf32}"
     )
     t_ours, v_ours = _timed(ours, args.repeats, device)
+    out: dict = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else str(device),
+        "torch": torch.__version__,
+        "args": vars(args),
+        "gram": use_gram,
+        "ours_s": t_ours,
+    }
+    if device.type == "cuda":
+        out["max_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
     print(f"testtime sift : {t_ours * 1e3:10.1f} ms  ({t_ours / args.batch * 1e6:.1f} us/query)")
-    if args.k <= GRAM_MAX_RATIO * args.n:  # sift forms the (B, K, K) kernel matrix
+    if use_gram and args.batch * args.k * args.k * 4 <= 4 << 30:
         cd = c_in.to(device).float()
         t_gram, _ = _timed(lambda: torch.bmm(cd, cd.mT), args.repeats, device)
+        out["gram_gemm_s"] = t_gram
         print(f"  of which the (B, K, K) kernel GEMM: {t_gram * 1e3:.1f} ms")
         del cd
     if args.baseline == "none":
+        _write_json(args.json, out)
         return 0
+    m = args.baseline_batch or args.batch
+    ref_device = torch.device(args.baseline_device)
+    q_ref = q_in[:m].to(ref_device, torch.float32)
+    c_ref = c_in[:m].to(ref_device, torch.float32)
     ref_fn = {"activeft": _activeft_final_variances, "naive": _naive_final_variances}
-    ref_fn[args.baseline](q[:1], c[:1], args.n, args.lam)  # warm-up: imports, first calls
+    ref_fn[args.baseline](q_ref[:1], c_ref[:1], args.n, args.lam)  # warm-up: imports, first calls
 
     def reference():
         torch.manual_seed(args.seed)  # activeft shuffles candidates with torch's global RNG
-        return ref_fn[args.baseline](q, c, args.n, args.lam)
+        return ref_fn[args.baseline](q_ref, c_ref, args.n, args.lam)
 
     repeats = args.repeats if args.baseline == "activeft" else 1
-    t_ref = _timed(reference, repeats, torch.device("cpu"), warmup=False)[0]
-    v_ref = reference()
-    diff = (v_ours.double() - v_ref).abs().max().item()
-    print(f"{args.baseline:<14}: {t_ref * 1e3:10.1f} ms  ({t_ref / args.batch * 1e6:.1f} us/query)")
-    print(f"speed-up      : {t_ref / t_ours:10.1f}x")
+    t_ref, v_ref = _timed(reference, repeats, ref_device, warmup=False)
+    diff = (v_ours[:m].double() - v_ref.double()).abs().max().item()
+    per_ours, per_ref = t_ours / args.batch, t_ref / m
+    ratio = per_ref / per_ours
+    print(
+        f"{args.baseline:<14}: {t_ref * 1e3:10.1f} ms  ({per_ref * 1e6:.1f} us/query over "
+        f"{m} queries on {ref_device})"
+    )
+    print(f"speed-up      : {ratio:10.1f}x (time per query)")
     same = diff <= args.tol
     print(
         f"final σ² agree: {'yes' if same else 'NO'} (max |Δσ²| = {diff:.2e} over "
-        f"{args.batch} queries; tol {args.tol:g}; mean σ² = {v_ref.mean().item():.4f})"
+        f"{m} queries; tol {args.tol:g}; mean σ² = {v_ref.mean().item():.4f})"
     )
+    out |= {
+        "baseline": args.baseline,
+        "baseline_queries": m,
+        "baseline_device": str(ref_device),
+        "baseline_s": t_ref,
+        "speedup_per_query": ratio,
+        "max_abs_diff_final_var": diff,
+        "agree": same,
+    }
+    _write_json(args.json, out)
     return 0 if same else 1
+
+
+def _write_json(path: str | None, out: dict) -> None:
+    if path:
+        with open(path, "w") as f:
+            json.dump(out, f, indent=1)
