@@ -187,6 +187,11 @@ class BatchedLoraTrainer:
         self.exp_avg = {n: torch.zeros_like(p) for n, p in self.lora.params.items()}
         self.exp_sq = {n: torch.zeros_like(p) for n, p in self.lora.params.items()}
         self.steps_taken = 0
+        # one scalar step tensor per parameter, advanced by the fused Adam kernel
+        self.state_steps = {
+            n: torch.zeros((), dtype=torch.float32, device=p.device)
+            for n, p in self.lora.params.items()
+        }
 
     @property
     def settings(self) -> TrainSettings:
@@ -222,7 +227,7 @@ class BatchedLoraTrainer:
             dict(zip(self.lora.params, grads, strict=True)),
             self.exp_avg,
             self.exp_sq,
-            self.steps_taken,
+            self.state_steps,
             mask,
             self.settings,
         )
