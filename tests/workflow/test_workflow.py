@@ -227,6 +227,7 @@ def test_workflow_end_to_end_resumes_after_kills(clean_run: Path, tmp_path: Path
     bpb = pd.read_csv(results / "bpb.csv")
     assert list(bpb.columns) == ["domain", "method", "n", "bpb_mean", "bpb_se"]
     expected_methods = {"base", "sift", "nn", "nn_f", "us", "random", "sift_lam0.1"}
+    expected_methods |= {"sift_mem0.5", "nn_mem0.5"}  # the memory-size curve (tiny.yaml)
     assert expected_methods | {"sift_adaptive_a1"} == set(bpb["method"])
     assert set(bpb["domain"]) == {"all", "Github", "FreeLaw", "DM Mathematics"}
     pooled = bpb[bpb["domain"] == "all"]
@@ -235,6 +236,9 @@ def test_workflow_end_to_end_resumes_after_kills(clean_run: Path, tmp_path: Path
     metrics = json.loads((results / "metrics.json").read_text())
     assert set(metrics["bpb"]) >= expected_methods
     assert metrics["partial"] is None
+    assert [row["fraction"] for row in metrics["memory_curve"]] == [0.5, 1.0]
+    assert (figures / "memory_curve.png").stat().st_size > 0
+    assert "| 50% |" in (figures / "memory_curve.md").read_text()
     _assert_modes_follow_umask(clean)
     for path in ("documents.parquet", "memory.faiss", "selections/sift.parquet"):
         assert (clean / "data" / "tiny" / f"{path}.run.json").is_file(), path
@@ -342,7 +346,8 @@ def test_dry_run_with_another_config_changes_nothing(clean_run: Path) -> None:
     proc = _run(clean_run, [*dry, "config/other.yaml"])
     _assert_ok(proc)
     stale = _job_counts(proc.stdout + proc.stderr)
-    assert stale == {"finetune": 12, "finetune_base": 2, "aggregate": 1, "report": 1, "all": 1}
+    # 8 variants (5 methods, sift_lam0.1, sift_mem0.5, nn_mem0.5) x 2 shards
+    assert stale == {"finetune": 16, "finetune_base": 2, "aggregate": 1, "report": 1, "all": 1}
     assert _tree(clean_run) == before
     again = _run(clean_run, [*dry, "config/tiny.yaml"])
     _assert_ok(again)
@@ -421,6 +426,7 @@ def test_dvc_repro_and_experiments(clean_run: Path, tmp_path: Path) -> None:
     experiments = [rev for e in baseline["experiments"] for rev in e["revs"]]
     assert len(experiments) == 1
     methods = {"base", "sift", "nn", "nn_f", "us", "random", "sift_lam0.1", "sift_adaptive_a1"}
+    methods |= {"sift_mem0.5", "nn_mem0.5"}
     seen = {}
     for label, row in (("baseline", baseline), ("experiment", experiments[0])):
         metrics = row["data"]["metrics"]["results/tiny/metrics.json"]["data"]
