@@ -142,6 +142,8 @@ def test_docs_per_domain_override() -> None:
         "Github": 5,
         "FreeLaw": 3,
     }
+    # an override only lowers the cap: a smaller docs_per_domain wins
+    assert DocumentCollector(["FreeLaw"], 5, 300, {"FreeLaw": 270}).caps == {"FreeLaw": 5}
 
 
 def test_memory_fraction_variants() -> None:

@@ -38,7 +38,8 @@ class DocumentCollector:
     """Collects documents per domain, dropping exact duplicates (after truncation) across domains.
 
     ``add`` returns True when the document was kept. A domain stops accepting documents once it
-    holds its cap: ``overrides[domain]`` (data.docs_per_domain_override) or ``per_domain``;
+    holds its cap: ``min(overrides[domain], per_domain)`` (data.docs_per_domain_override) or
+    ``per_domain``;
     near-duplicates (e.g. licence variants) are kept on purpose.
 
     >>> c = DocumentCollector(["a"], per_domain=2, max_chars=300)
@@ -55,10 +56,11 @@ class DocumentCollector:
         max_chars: int,
         overrides: Mapping[str, int] | None = None,
     ) -> None:
-        # entries for domains not in data.domains are ignored, so a config layered over the
-        # demo's may change the domains; a misspelt domain shows up as a shortfall error
+        # Overrides only lower a domain's cap, and entries for domains not in data.domains are
+        # ignored: a config layered over the demo's may change the domains or shrink
+        # docs_per_domain without restating them; a misspelt domain shows as a shortfall error.
         overrides = dict(overrides or {})
-        self.caps = {d: int(overrides.get(d, per_domain)) for d in domains}
+        self.caps = {d: min(int(overrides.get(d, per_domain)), per_domain) for d in domains}
         self.per_domain = per_domain
         self.max_chars = max_chars
         self.docs: dict[str, list[Document]] = {d: [] for d in domains}
