@@ -88,6 +88,9 @@ def _assert_ok(proc: subprocess.CompletedProcess) -> None:
         ({"select": {"k": 8, "n": 10}}, "select.n"),
         ({"select": {"methods": ["sift", "bogus"]}}, "select.methods"),
         ({"finetune": {"mode": "everything"}}, "finetune.mode"),
+        ({"data": {"protocol": "both"}}, "data.protocol"),
+        # tiny's context is 128 tokens: 100 + 48 do not fit under `split`
+        ({"data": {"protocol": "split", "prompt_tokens": 100}}, "'data.prompt_tokens' + 'data"),
     ],
 )
 def test_bad_config_fails_before_any_job(tmp_path: Path, override: dict, key: str) -> None:
