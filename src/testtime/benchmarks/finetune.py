@@ -63,23 +63,28 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _model(args: argparse.Namespace):
+def random_gpt2(n_layer: int, n_embd: int, n_head: int, context: int, vocab: int, seed: int):
+    """A GPT-2 with seeded random weights and dropout off (the benchmarks' model stand-in)."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
     cfg = GPT2Config(
-        n_layer=args.n_layer,
-        n_embd=args.n_embd,
-        n_head=args.n_head,
-        n_positions=args.context,
-        vocab_size=args.vocab,
+        n_layer=n_layer,
+        n_embd=n_embd,
+        n_head=n_head,
+        n_positions=context,
+        vocab_size=vocab,
         resid_pdrop=0.0,
         embd_pdrop=0.0,
         attn_pdrop=0.0,
         bos_token_id=0,
         eos_token_id=0,
     )
-    torch.manual_seed(args.seed)
+    torch.manual_seed(seed)
     return GPT2LMHeadModel(cfg)
+
+
+def _model(args: argparse.Namespace):
+    return random_gpt2(args.n_layer, args.n_embd, args.n_head, args.context, args.vocab, args.seed)
 
 
 def _jobs(args: argparse.Namespace):

@@ -58,25 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _model(args: argparse.Namespace):
-    from transformers import GPT2Config, GPT2LMHeadModel
-
     from testtime.adapters import wrap_lora
+    from testtime.benchmarks.finetune import random_gpt2
 
     size = PRESETS[args.preset]
-    cfg = GPT2Config(
-        n_layer=size["n_layer"],
-        n_embd=size["n_embd"],
-        n_head=size["n_head"],
-        n_positions=size["context"],
-        vocab_size=size["vocab"],
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
-        bos_token_id=0,
-        eos_token_id=0,
+    base = random_gpt2(
+        size["n_layer"], size["n_embd"], size["n_head"], size["context"], size["vocab"], args.seed
     )
-    torch.manual_seed(args.seed)
-    base = GPT2LMHeadModel(cfg)
     n_params = sum(p.numel() for p in base.parameters())
     lora = {"r": args.r, "alpha": 2 * args.r, "dropout": 0.0, "target_modules": args.targets}
     return wrap_lora(base, lora | {"target_modules": args.targets.split(",")}, args.seed), n_params
