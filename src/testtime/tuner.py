@@ -359,11 +359,13 @@ class TestTimeTuner:
         max_new_tokens: int = 128,
         *,
         adapted: bool = True,
+        adaptations: Adaptation | Sequence[Adaptation] | None = None,
         **generate_kwargs: Any,
     ) -> str | list[str]:
         """Continuation of each prompt (greedy unless ``generate_kwargs`` say otherwise) by the
         adapted model (``adapted=False``: the base model). A list is adapted and generated in
-        batches of ``batch_prompts`` (``lora``), one at a time otherwise."""
+        batches of ``batch_prompts`` (``lora``), one at a time otherwise. ``adaptations`` (from
+        :meth:`adapt`, one per prompt) are used instead of adapting again."""
         single = isinstance(prompts, str)
         plist = [prompts] if single else list(prompts)
         _check_number("max_new_tokens", max_new_tokens, integer=True, low=1)
@@ -373,7 +375,14 @@ class TestTimeTuner:
                 f"a prompt of {longest} tokens plus max_new_tokens={max_new_tokens} exceeds the "
                 f"model context of {self.context} tokens; lower max_new_tokens"
             )
-        adaptations = self.adapt(plist) if adapted else None
+        if not adapted:
+            adaptations = None
+        elif adaptations is None:
+            adaptations = self.adapt(plist)
+        elif isinstance(adaptations, Adaptation):
+            adaptations = [adaptations]
+        if adaptations is not None and len(adaptations) != len(plist):
+            raise ValueError(f"{len(adaptations)} adaptations given for {len(plist)} prompts")
         step = self.batch_prompts if (self.mode == "lora" or not adapted) else 1
         out: list[str] = []
         for lo in range(0, len(plist), step):

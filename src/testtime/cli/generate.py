@@ -57,8 +57,8 @@ def run(args: argparse.Namespace) -> None:
         seed=args.seed,
     )
     base = tuner.generate(args.prompt, args.max_new_tokens, adapted=False)
-    adapted = tuner.generate(args.prompt, args.max_new_tokens)
-    result = tuner.adapt(args.prompt)
+    result = tuner.adapt(args.prompt)  # fine-tuned once: reported and generated with
+    adapted = tuner.generate(args.prompt, args.max_new_tokens, adaptations=result)
     selected = []
     seen: set[int] = set()
     for step, (seq_id, text) in enumerate(zip(result.seq_ids, result.texts, strict=True), 1):
