@@ -48,8 +48,9 @@ def run(args: argparse.Namespace) -> None:
     variant = variant_by_name(config, args.method)
     device = resolve_device(config["device"])
     n, seed = config["select"]["n"], config["seed"]
-    candidates = read_candidates(args.candidates, k=config["select"]["k"])
-    if variant.memory_fraction < 1:
+    if variant.memory_fraction == 1:
+        candidates = read_candidates(args.candidates, k=config["select"]["k"])
+    else:  # the whole memory's candidates do not serve a subset: search it again
         candidates = subset_candidates(
             args.index or "",
             args.memory or "",
