@@ -27,14 +27,17 @@ reproduce: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/snakefmt --check workflow
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/snakefmt --check workflow
 
 format: $(STAMP)
 	$(BIN)/ruff format .
+	$(BIN)/snakefmt workflow
 	$(BIN)/ruff check --fix .
 
 bench: $(STAMP)
