@@ -4,15 +4,15 @@
 rule corpus:
     output:
         documents=f"{DATA}/documents.parquet",
-    params:
-        config=job_config("seed", "data"),
-    conda:
-        "../envs/testtime.yaml"
     log:
         f"{LOGS}/corpus.log",
     benchmark:
         f"{BENCH}/corpus.tsv"
+    conda:
+        "../envs/testtime.yaml"
     threads: 1
+    params:
+        config=job_config("seed", "data"),
     shell:
         "OMP_NUM_THREADS={threads} testtime corpus --config-json {params.config:q}"
         " --out {output.documents:q} > {log:q} 2>&1"
@@ -23,15 +23,15 @@ rule tokenizer:
         documents=rules.corpus.output.documents,
     output:
         tokenizer=directory(f"{DATA}/tokenizer"),
-    params:
-        config=job_config("seed", "model"),
-    conda:
-        "../envs/testtime.yaml"
     log:
         f"{LOGS}/tokenizer.log",
     benchmark:
         f"{BENCH}/tokenizer.tsv"
+    conda:
+        "../envs/testtime.yaml"
     threads: workflow.cores
+    params:
+        config=job_config("seed", "model"),
     shell:
         "OMP_NUM_THREADS={threads} RAYON_NUM_THREADS={threads} testtime tokenizer"
         " --config-json {params.config:q} --documents {input.documents:q}"
@@ -46,15 +46,15 @@ rule chunk:
         pretrain=f"{DATA}/pretrain.parquet",
         memory=f"{DATA}/memory.parquet",
         prompts=f"{DATA}/prompts.parquet",
-    params:
-        config=job_config("seed", "data", "model"),
-    conda:
-        "../envs/testtime.yaml"
     log:
         f"{LOGS}/chunk.log",
     benchmark:
         f"{BENCH}/chunk.tsv"
+    conda:
+        "../envs/testtime.yaml"
     threads: workflow.cores
+    params:
+        config=job_config("seed", "data", "model"),
     shell:
         "OMP_NUM_THREADS={threads} RAYON_NUM_THREADS={threads} testtime chunk"
         " --config-json {params.config:q} --documents {input.documents:q}"
@@ -69,19 +69,19 @@ rule pretrain:
         pretrain=rules.chunk.output.pretrain,
     output:
         model=directory(f"{DATA}/base_model"),
-    params:
-        config=job_config("seed", "model", "data.seq_len", "device"),
-        checkpoints=f"{DATA}/checkpoints",
-    resources:
-        gpu=1 if USES_GPU else 0,
-        mem_mb=8000,
-    conda:
-        "../envs/testtime.yaml"
     log:
         f"{LOGS}/pretrain.log",
     benchmark:
         f"{BENCH}/pretrain.tsv"
+    conda:
+        "../envs/testtime.yaml"
     threads: workflow.cores
+    resources:
+        gpu=1 if USES_GPU else 0,
+        mem_mb=8000,
+    params:
+        config=job_config("seed", "model", "data.seq_len", "device"),
+        checkpoints=f"{DATA}/checkpoints",
     shell:
         "OMP_NUM_THREADS={threads} testtime pretrain --config-json {params.config:q}"
         " --tokenizer {input.tokenizer:q} --pretrain {input.pretrain:q}"
@@ -90,13 +90,13 @@ rule pretrain:
 
 # Stage target (dvc.yaml runs one stage at a time through these).
 rule stage_data:
-    localrule: True
     input:
         rules.chunk.output,
         rules.tokenizer.output,
+    localrule: True
 
 
 rule stage_pretrain:
-    localrule: True
     input:
         rules.pretrain.output,
+    localrule: True

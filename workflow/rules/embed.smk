@@ -7,19 +7,19 @@ rule embed_memory:
     output:
         embeddings=f"{DATA}/embeddings/memory.{{shard}}.npy",
         ids=f"{DATA}/embeddings/memory.{{shard}}.ids.npy",
-    params:
-        config=job_config("embed", "device"),
-        num_shards=len(MEMORY_SHARDS),
-    resources:
-        gpu=1 if USES_GPU else 0,
-        mem_mb=4000,
-    conda:
-        "../envs/testtime.yaml"
     log:
         f"{LOGS}/embed_memory.{{shard}}.log",
     benchmark:
         f"{BENCH}/embed_memory.{{shard}}.tsv"
+    conda:
+        "../envs/testtime.yaml"
     threads: workflow.cores
+    resources:
+        gpu=1 if USES_GPU else 0,
+        mem_mb=4000,
+    params:
+        config=job_config("embed", "device"),
+        num_shards=len(MEMORY_SHARDS),
     shell:
         "OMP_NUM_THREADS={threads} testtime embed --config-json {params.config:q}"
         " --input {input.memory:q} --text-column text --id-column seq_id"
@@ -33,18 +33,18 @@ rule embed_prompts:
     output:
         embeddings=f"{DATA}/embeddings/prompts.npy",
         ids=f"{DATA}/embeddings/prompts.ids.npy",
-    params:
-        config=job_config("embed", "device"),
-    resources:
-        gpu=1 if USES_GPU else 0,
-        mem_mb=4000,
-    conda:
-        "../envs/testtime.yaml"
     log:
         f"{LOGS}/embed_prompts.log",
     benchmark:
         f"{BENCH}/embed_prompts.tsv"
+    conda:
+        "../envs/testtime.yaml"
     threads: workflow.cores
+    resources:
+        gpu=1 if USES_GPU else 0,
+        mem_mb=4000,
+    params:
+        config=job_config("embed", "device"),
     shell:
         "OMP_NUM_THREADS={threads} testtime embed --config-json {params.config:q}"
         " --input {input.prompts:q} --text-column prompt_text --id-column prompt_id"
@@ -53,7 +53,7 @@ rule embed_prompts:
 
 # Stage target (dvc.yaml runs one stage at a time through these).
 rule stage_embed:
-    localrule: True
     input:
         memory_embeddings,
         rules.embed_prompts.output,
+    localrule: True

@@ -11,19 +11,19 @@ rule finetune_base:
         memory=rules.chunk.output.memory,
     output:
         results=f"{DATA}/finetune/base/shard-{{shard}}.parquet",
-    params:
-        config=FINETUNE_CONFIG,
-        num_shards=len(PROMPT_SHARDS),
-    resources:
-        gpu=1 if USES_GPU else 0,
-        mem_mb=4000,
-    conda:
-        "../envs/testtime.yaml"
     log:
         f"{LOGS}/finetune.base.{{shard}}.log",
     benchmark:
         f"{BENCH}/finetune.base.{{shard}}.tsv"
+    conda:
+        "../envs/testtime.yaml"
     threads: 1
+    resources:
+        gpu=1 if USES_GPU else 0,
+        mem_mb=4000,
+    params:
+        config=FINETUNE_CONFIG,
+        num_shards=len(PROMPT_SHARDS),
     shell:
         "OMP_NUM_THREADS={threads} testtime finetune --config-json {params.config:q} --method base"
         " --shard {wildcards.shard} --num-shards {params.num_shards}"
@@ -39,19 +39,19 @@ rule finetune:
         selection=rules.select.output.selection,
     output:
         results=f"{DATA}/finetune/{{method}}/shard-{{shard}}.parquet",
-    params:
-        config=FINETUNE_CONFIG,
-        num_shards=len(PROMPT_SHARDS),
-    resources:
-        gpu=1 if USES_GPU else 0,
-        mem_mb=4000,
-    conda:
-        "../envs/testtime.yaml"
     log:
         f"{LOGS}/finetune.{{method}}.{{shard}}.log",
     benchmark:
         f"{BENCH}/finetune.{{method}}.{{shard}}.tsv"
+    conda:
+        "../envs/testtime.yaml"
     threads: 1
+    resources:
+        gpu=1 if USES_GPU else 0,
+        mem_mb=4000,
+    params:
+        config=FINETUNE_CONFIG,
+        num_shards=len(PROMPT_SHARDS),
     shell:
         "OMP_NUM_THREADS={threads} testtime finetune --config-json {params.config:q}"
         " --method {wildcards.method} --shard {wildcards.shard} --num-shards {params.num_shards}"
@@ -65,15 +65,15 @@ rule aggregate:
         prompts=rules.chunk.output.prompts,
     output:
         per_prompt=f"{RESULTS}/per_prompt.parquet",
-    params:
-        config=job_config("seed", "select"),
-    conda:
-        "../envs/testtime.yaml"
     log:
         f"{LOGS}/aggregate.log",
     benchmark:
         f"{BENCH}/aggregate.tsv"
+    conda:
+        "../envs/testtime.yaml"
     threads: 1
+    params:
+        config=job_config("seed", "select"),
     shell:
         "testtime aggregate --config-json {params.config:q} --inputs {input.shards:q}"
         " --prompts {input.prompts:q} --out {output.per_prompt:q} > {log:q} 2>&1"
@@ -81,6 +81,6 @@ rule aggregate:
 
 # Stage target (dvc.yaml runs one stage at a time through these).
 rule stage_finetune:
-    localrule: True
     input:
         rules.aggregate.output,
+    localrule: True

@@ -6,15 +6,15 @@ rule index:
         embeddings=memory_embeddings,
     output:
         index=f"{DATA}/memory.faiss",
-    params:
-        config=job_config("index", "seed"),
-    conda:
-        "../envs/testtime.yaml"
     log:
         f"{LOGS}/index.log",
     benchmark:
         f"{BENCH}/index.tsv"
+    conda:
+        "../envs/testtime.yaml"
     threads: workflow.cores
+    params:
+        config=job_config("index", "seed"),
     shell:
         "OMP_NUM_THREADS={threads} testtime index --config-json {params.config:q}"
         " --embeddings {input.embeddings:q} --out {output.index:q} > {log:q} 2>&1"
@@ -26,15 +26,15 @@ rule candidates:
         queries=rules.embed_prompts.output.embeddings,
     output:
         candidates=f"{DATA}/candidates.parquet",
-    params:
-        config=job_config("index", "select.k"),
-    conda:
-        "../envs/testtime.yaml"
     log:
         f"{LOGS}/candidates.log",
     benchmark:
         f"{BENCH}/candidates.tsv"
+    conda:
+        "../envs/testtime.yaml"
     threads: workflow.cores
+    params:
+        config=job_config("index", "select.k"),
     shell:
         "OMP_NUM_THREADS={threads} testtime candidates --config-json {params.config:q}"
         " --index {input.index:q} --queries {input.queries:q}"
@@ -43,6 +43,6 @@ rule candidates:
 
 # Stage target (dvc.yaml runs one stage at a time through these).
 rule stage_index:
-    localrule: True
     input:
         rules.candidates.output,
+    localrule: True

@@ -11,15 +11,15 @@ rule select:
         memory=rules.chunk.output.memory,
     output:
         selection=f"{DATA}/selections/{{method}}.parquet",
-    params:
-        config=job_config("seed", "select", "device", "index"),
-    conda:
-        "../envs/testtime.yaml"
     log:
         f"{LOGS}/select.{{method}}.log",
     benchmark:
         f"{BENCH}/select.{{method}}.tsv"
+    conda:
+        "../envs/testtime.yaml"
     threads: 1
+    params:
+        config=job_config("seed", "select", "device", "index"),
     shell:
         "OMP_NUM_THREADS={threads} testtime select --config-json {params.config:q}"
         " --method {wildcards.method} --candidates {input.candidates:q}"
@@ -31,6 +31,6 @@ rule select:
 
 # Stage target (dvc.yaml runs one stage at a time through these).
 rule stage_select:
-    localrule: True
     input:
         expand(rules.select.output.selection, method=VARIANTS),
+    localrule: True
