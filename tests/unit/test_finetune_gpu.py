@@ -14,6 +14,7 @@ from tests.unit.test_finetune import V, _job
 from tests.unit.tiny_lm import tiny_gpt2
 from testtime.adapters import select_trainable, wrap_lora
 from testtime.finetune import Finetuner, TrainSettings
+from testtime.finetune_batched import StackedAdam
 
 pytestmark = [
     pytest.mark.gpu,
@@ -82,16 +83,14 @@ def test_stacked_adam_update_on_cuda_equals_cpu():
             n: torch.randn(s, generator=torch.Generator().manual_seed(1)) for n, s in shapes.items()
         }
         params = {n: v.to(device) for n, v in params.items()}
-        exp_avg = {n: torch.zeros_like(v) for n, v in params.items()}
-        exp_sq = {n: torch.zeros_like(v) for n, v in params.items()}
-        steps = {n: torch.zeros((), device=device) for n in params}
+        adam = StackedAdam(params, SETTINGS)
         gen.manual_seed(2)
         for _ in range(3):
             grads = {
                 "w": torch.randn(3, 5, 6, generator=gen).transpose(1, 2).to(device),
                 "b": torch.randn(3, 5, generator=gen).to(device),
             }
-            Finetuner._adam_update(params, grads, exp_avg, exp_sq, steps, mask.to(device), SETTINGS)
+            adam.step(grads, mask.to(device))
         results[device] = params
     for n in shapes:
         torch.testing.assert_close(results["cuda"][n].cpu(), results["cpu"][n])

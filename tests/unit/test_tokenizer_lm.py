@@ -138,7 +138,10 @@ def test_saved_model_reloads(tokenizer, tmp_path):
     model = load_causal_lm(tmp_path / "model", "cpu")
     ids, mask = pad_batch(seqs[:2], tokenizer.pad_token_id)
     with torch.no_grad():
-        torch.testing.assert_close(lm_loss(model, ids, mask), lm_loss(result.model, ids, mask))
+        torch.testing.assert_close(
+            lm_loss(model(ids, attention_mask=mask).logits, ids, mask),
+            lm_loss(result.model(ids, attention_mask=mask).logits, ids, mask),
+        )
     with pytest.raises(FileNotFoundError):
         load_causal_lm(tmp_path / "nope")
 
