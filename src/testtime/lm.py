@@ -146,6 +146,15 @@ def lm_loss(logits: torch.Tensor, input_ids: torch.Tensor, valid: torch.Tensor) 
 
 
 def _schedule(warmup: int, total: int) -> Callable[[int], float]:
+    """LR factor of step ``step`` (0-based): linear warm-up ``(step + 1) / warmup``, then cosine
+    decay to 0 at ``total`` (held at 0 beyond).
+
+    Not ``transformers.get_cosine_schedule_with_warmup``: its warm-up is ``step / warmup``, so
+    its first step has lr 0 and every warm-up step is one step behind ours (ours(s) = HF(s + 1)
+    for s < warmup); the cosine phase is the same formula. Switching would change every
+    pre-trained model and hence every result; tests/unit/test_tokenizer_lm.py pins both facts.
+    """
+
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
