@@ -115,21 +115,32 @@ def test_parameters_reset_between_prompts():
     assert [r.nll for r in pair[1]] == pytest.approx([r.nll for r in alone], rel=1e-4)
 
 
-@pytest.mark.parametrize("mode", ["full", "head", "lora"])
-def test_batched_path_equals_one_prompt_loop(mode):
+def mode_model(mode: str):
+    """The tiny GPT-2 for ``mode``; for lora wrapped by peft, with B moved off zero (peft starts
+    it at zero) so that the first step's gradient reaches A too."""
     model = tiny_gpt2(V)
     if mode == "lora":
         model = wrap_lora(
             model, {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["c_attn"]}, seed=0
         )
-        # peft starts B at zero; move it so the first step's gradient reaches A too
         with torch.no_grad():
             for n, p in model.named_parameters():
                 if "lora_B" in n:
                     p.normal_(0, 0.02)
+    return model
+
+
+def three_jobs() -> list[PromptJob]:
+    """Three prompts with different step counts and eval steps (batched-path tests)."""
+    return [_job(0, 2, 4, (0, 2)), _job(1, 4, 5, (1, 3, 4)), _job(2, 3, 6)]
+
+
+@pytest.mark.parametrize("mode", ["full", "head", "lora"])
+def test_batched_path_equals_one_prompt_loop(mode):
+    model = mode_model(mode)
     settings = TrainSettings(optimizer="adamw", lr=5e-3, weight_decay=0.01, grad_clip=1.0)
     tuner = Finetuner(model, select_trainable(model, mode), settings)
-    jobs = [_job(0, 2, 4, (0, 2)), _job(1, 4, 5, (1, 3, 4)), _job(2, 3, 6)]
+    jobs = three_jobs()
     sequential = [tuner.run_sequential(j) for j in jobs]
     batched = tuner.run_batched(jobs)
     for s_rows, b_rows in zip(sequential, batched, strict=True):

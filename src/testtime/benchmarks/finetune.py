@@ -64,8 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def random_gpt2(n_layer: int, n_embd: int, n_head: int, context: int, vocab: int, seed: int):
-    """A GPT-2 with seeded random weights and dropout off (the benchmarks' model stand-in)."""
+def random_gpt2(
+    n_layer: int, n_embd: int, n_head: int, context: int, vocab: int, seed: int, tied: bool = True
+):
+    """A GPT-2 with seeded random weights and dropout off (the benchmarks' and the unit tests'
+    model stand-in), bos = eos = 0; ``tied``: input embedding and LM head share weights."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
     cfg = GPT2Config(
@@ -79,6 +82,7 @@ def random_gpt2(n_layer: int, n_embd: int, n_head: int, context: int, vocab: int
         attn_pdrop=0.0,
         bos_token_id=0,
         eos_token_id=0,
+        tie_word_embeddings=tied,
     )
     torch.manual_seed(seed)
     return GPT2LMHeadModel(cfg)
