@@ -14,6 +14,10 @@ and none is skipped).
 
 >>> round(bits_per_byte(math.log(2) * 8.0, 4), 6)  # 8 bits over 4 bytes
 2.0
+
+Scoring a batch of texts is :func:`make_windows` then :func:`score_windows` (with the model's
+forward as ``logits_fn``); :meth:`testtime.finetune.Finetuner.score` does both for the
+fine-tuning paths.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -28,11 +33,23 @@ LN2 = math.log(2.0)
 IGNORE = -100  # target id that is masked out of every loss / score
 
 
-def bits_per_byte(nll_nats: float, n_bytes: int) -> float:
-    """``nll_nats / (ln 2 * n_bytes)``: summed token NLL (nats) to bits per UTF-8 byte."""
-    if n_bytes <= 0:
-        raise ValueError(f"n_bytes must be positive, got {n_bytes}")
-    return float(nll_nats) / (LN2 * n_bytes)
+def bits_per_byte(nll_nats: float | np.ndarray, n_bytes: int | np.ndarray) -> float | np.ndarray:
+    """``nll_nats / (ln 2 * n_bytes)``: summed token NLL (nats) to bits per UTF-8 byte.
+
+    Scalars give a float; numpy arrays (either argument) give an elementwise float64 array with
+    the same arithmetic.
+
+    >>> bits_per_byte(np.array([math.log(2) * 8.0, math.log(2) * 3.0]), np.array([4, 3]))
+    array([2., 1.])
+    """
+    if np.ndim(nll_nats) == 0 and np.ndim(n_bytes) == 0:
+        if n_bytes <= 0:
+            raise ValueError(f"n_bytes must be positive, got {n_bytes}")
+        return float(nll_nats) / (LN2 * n_bytes)
+    n_bytes = np.asarray(n_bytes)
+    if np.any(n_bytes <= 0):
+        raise ValueError(f"n_bytes must be positive, got {n_bytes.min()}")
+    return np.asarray(nll_nats, dtype=np.float64) / (LN2 * n_bytes)
 
 
 def eval_token_ids(tokenizer, text: str, context: str = "") -> tuple[torch.Tensor, int]:
@@ -149,28 +166,3 @@ def model_context(model) -> int:
         if isinstance(value, int) and value > 0:
             return value
     raise ValueError(f"cannot read the context length from the model config {type(cfg).__name__}")
-
-
-@torch.no_grad()
-def text_nll(
-    model,
-    eval_ids: Sequence[torch.Tensor],
-    *,
-    context: int | None = None,
-    unscored: Sequence[int] | None = None,
-) -> torch.Tensor:
-    """``(B,)`` float64 summed NLL (nats) of each ``(T_b + 1,)`` bos-prefixed sequence.
-
-    ``unscored[b]`` leading tokens after the bos are conditioning context only (see
-    :func:`make_windows`). Runs ``model`` in eval mode on its own device (no autocast: callers
-    wrap it if wanted).
-    """
-    ctx = context or model_context(model)
-    device = next(model.parameters()).device
-    inputs, targets = make_windows(eval_ids, ctx, unscored=unscored)
-    was_training = model.training
-    model.eval()
-    try:
-        return score_windows(lambda x: model(x.to(device)).logits, inputs, targets)
-    finally:
-        model.train(was_training)

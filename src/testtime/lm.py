@@ -25,7 +25,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
+from torch.nn.utils.rnn import pad_sequence
 
+from testtime.bpb import IGNORE
 from testtime.io import atomic_path, config_hash, write_json
 from testtime.seeding import derive_seed
 from testtime.tokenizer import load_tokenizer
@@ -35,6 +37,7 @@ __all__ = [
     "batch_indices",
     "gpt2_config",
     "latest_checkpoint",
+    "lm_loss",
     "load_causal_lm",
     "load_tokenizer",
     "pad_batch",
@@ -120,25 +123,38 @@ def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor,
     >>> ids.tolist(), mask.tolist()
     ([[1, 2, 3], [4, 0, 0]], [[1, 1, 1], [1, 0, 0]])
     """
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = torch.from_numpy(np.array(s, dtype=np.int64))
-        mask[i, : len(s)] = 1
+    rows = [torch.as_tensor(np.asarray(s, dtype=np.int64)) for s in seqs]
+    ids = pad_sequence(rows, batch_first=True, padding_value=pad_id)
+    mask = pad_sequence([torch.ones_like(r) for r in rows], batch_first=True, padding_value=0)
     return ids, mask
 
 
-def lm_loss(model: Any, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy (nats) over non-padding targets, computed in float32."""
-    logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]  # (B, T-1, V)
-    targets = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
+def lm_loss(logits: torch.Tensor, input_ids: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy (nats/token) over real positions, computed in float32.
+
+    ``logits (..., L, V)``, ``input_ids (..., L)``, ``valid (..., L)`` bool or 0/1 (False / 0 =
+    padding, e.g. an ``attention_mask``). Equals Hugging Face's ``model(x, labels=x).loss`` for
+    an unpadded sequence. The one causal-LM loss of the package: pre-training (:func:`pretrain`)
+    and test-time fine-tuning (:mod:`testtime.finetune`) both use it.
+    """
+    targets = input_ids[..., 1:].masked_fill(valid[..., 1:] == 0, IGNORE)
     return torch.nn.functional.cross_entropy(
-        logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100
+        logits[..., :-1, :].float().reshape(-1, logits.shape[-1]),
+        targets.reshape(-1),
+        ignore_index=IGNORE,
     )
 
 
 def _schedule(warmup: int, total: int) -> Callable[[int], float]:
+    """LR factor of step ``step`` (0-based): linear warm-up ``(step + 1) / warmup``, then cosine
+    decay to 0 at ``total`` (held at 0 beyond).
+
+    Not ``transformers.get_cosine_schedule_with_warmup``: its warm-up is ``step / warmup``, so
+    its first step has lr 0 and every warm-up step is one step behind ours (ours(s) = HF(s + 1)
+    for s < warmup); the cosine phase is the same formula. Switching would change every
+    pre-trained model and hence every result; tests/unit/test_tokenizer_lm.py pins both facts.
+    """
+
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
@@ -249,7 +265,7 @@ def pretrain(
         ids, mask = pad_batch([sequences[i] for i in idx], tokenizer.pad_token_id)
         ids, mask = ids.to(device), mask.to(device)
         with torch.autocast(device_type, dtype=torch.bfloat16, enabled=pcfg["bf16"]):
-            loss = lm_loss(model, ids, mask)
+            loss = lm_loss(model(input_ids=ids, attention_mask=mask).logits, ids, mask)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"pretrain loss is {loss.item()} at step {step}")
         opt.zero_grad(set_to_none=True)

@@ -10,9 +10,10 @@ stored stacked as ``(B, r, d_in)`` / ``(B, d_out, r)``, and a batch whose row i 
 
 with ``x (b, L, d_in)``. The training loss is Σ_b (mean token cross-entropy of row b); row b's
 activations depend only on its own factors, so one backward pass yields every prompt's own
-gradient. Adam runs per prompt on the stacked tensors (:meth:`Finetuner._adam_update`, masked),
-so a prompt that stops early (adaptive SIFT, a non-finite loss) simply leaves the batch: the
-rows still running are computed without it and its factors and Adam state freeze.
+gradient. Adam runs per prompt on the stacked tensors
+(:class:`testtime.finetune_batched.StackedAdam`, masked), so a prompt that stops early (adaptive
+SIFT, a non-finite loss) simply leaves the batch: the rows still running are computed without
+it and its factors and Adam state freeze.
 
 Results equal the sequential ``peft`` loop (:meth:`Finetuner.run_sequential`) within float
 tolerance (tests/unit/test_lora_batched.py); the win is on a GPU, where one sequence leaves the
@@ -28,16 +29,9 @@ from typing import Any, NamedTuple
 import torch
 import torch.nn.functional as F
 
-from testtime.bpb import IGNORE, score_windows
-from testtime.finetune import (
-    STATUS_OK,
-    EvalRow,
-    Finetuner,
-    PromptJob,
-    TrainSettings,
-    _autocast,
-    _pad_step,
-)
+from testtime.bpb import IGNORE
+from testtime.finetune import STATUS_OK, EvalRow, Finetuner, PromptJob, TrainSettings, _autocast
+from testtime.finetune_batched import StackedAdam, pad_step
 
 ADAPTER = "default"
 
@@ -73,7 +67,7 @@ def row_losses(logits: torch.Tensor, ids: torch.Tensor, valid: torch.Tensor) -> 
     """``(b,)`` float32 mean next-token cross-entropy (nats/token) of each row.
 
     ``logits (b, L, V)``, ``ids (b, L)``, ``valid (b, L)`` bool (False = right padding). Row i
-    equals :func:`testtime.finetune.lm_loss` of row i alone.
+    equals :func:`testtime.lm.lm_loss` of row i alone.
     """
     b, length, v = logits.shape
     targets = ids[:, 1:].masked_fill(~valid[:, 1:], IGNORE)
@@ -184,14 +178,8 @@ class BatchedLoraTrainer:
             raise ValueError("batched LoRA needs a peft-wrapped model with only LoRA trainable")
         self.ft = finetuner
         self.lora = StackedLora(finetuner.model, finetuner._base, n_prompts)
-        self.exp_avg = {n: torch.zeros_like(p) for n, p in self.lora.params.items()}
-        self.exp_sq = {n: torch.zeros_like(p) for n, p in self.lora.params.items()}
+        self.adam = StackedAdam(self.lora.params, finetuner.settings)
         self.steps_taken = 0
-        # one scalar step tensor per parameter, advanced by the fused Adam kernel
-        self.state_steps = {
-            n: torch.zeros((), dtype=torch.float32, device=p.device)
-            for n, p in self.lora.params.items()
-        }
 
     @property
     def settings(self) -> TrainSettings:
@@ -209,7 +197,7 @@ class BatchedLoraTrainer:
         if not rows:
             return StepResult(loss_out, finite_out)
         device = self.ft.device
-        ids, valid = _pad_step([seqs[b] for b in rows])
+        ids, valid = pad_step([seqs[b] for b in rows])
         ids, valid = ids.to(device), valid.to(device)
         model = self.ft.model
         model.train()
@@ -222,15 +210,7 @@ class BatchedLoraTrainer:
         self.steps_taken += 1
         mask = torch.zeros(n_b, dtype=torch.bool, device=device)
         mask[torch.tensor(rows, device=device)[finite]] = True
-        Finetuner._adam_update(
-            self.lora.params,
-            dict(zip(self.lora.params, grads, strict=True)),
-            self.exp_avg,
-            self.exp_sq,
-            self.state_steps,
-            mask,
-            self.settings,
-        )
+        self.adam.step(dict(zip(self.lora.params, grads, strict=True)), mask)
         loss_out[rows] = losses.detach().float().cpu()
         finite_out[rows] = finite.cpu()
         return StepResult(loss_out, finite_out)
@@ -240,14 +220,9 @@ class BatchedLoraTrainer:
         self, rows: Sequence[int], inputs: torch.Tensor, targets: torch.Tensor
     ) -> list[float]:
         """Summed NLL (nats) of windows ``inputs/targets (b, W, L)`` (row i under prompt
-        ``rows[i]``'s adapter), as :func:`testtime.bpb.score_windows`."""
-        model = self.ft.model
-        model.eval()
-        try:
-            with self.lora.applied(rows), _autocast(self.ft.device, self.ft.autocast):
-                return score_windows(lambda x: model(x).logits, inputs, targets).tolist()
-        finally:
-            model.train()
+        ``rows[i]``'s adapter), as :meth:`testtime.finetune.Finetuner.score`."""
+        with self.lora.applied(rows):
+            return self.ft.score(inputs, targets)
 
 
 def run_lora_batched(finetuner: Finetuner, jobs: Sequence[PromptJob]) -> list[list[EvalRow]]:

@@ -152,22 +152,17 @@ class TestTimeTuner:
         model: str | Path,
         memory: Memory | str | Path,
         *,
-        selector: str = "sift",
-        n: int = 20,
-        lam: float = 0.1,
-        alpha: float | None = None,
-        k: int = 200,
-        mode: str = "lora",
         lr: float = 1e-4,
         optimizer: str = "adam",
-        lora: Mapping[str, Any] | None = None,
         embedder: str | None = None,
         device: str = "auto",
         **kwargs: Any,
     ) -> TestTimeTuner:
         """Load a causal LM and its tokenizer (directory or hub id) and check them against the
         memory (same tokenizer; ``embedder``, if given, must be the memory's). ``lr`` is the
-        step size of ``optimizer`` (adam | adamw); other keywords go to the constructor."""
+        step size of ``optimizer`` (adam | adamw); the other keywords (``selector``, ``n``,
+        ``lam``, ``alpha``, ``k``, ``mode``, ``lora``, ``seed``, ...) go to the constructor,
+        which holds their defaults."""
         from testtime.device import resolve_device
         from testtime.lm import load_causal_lm
         from testtime.tokenizer import load_tokenizer
@@ -187,14 +182,7 @@ class TestTimeTuner:
             lm,
             tokenizer,
             memory,
-            selector=selector,
-            n=n,
-            lam=lam,
-            alpha=alpha,
-            k=k,
-            mode=mode,
             settings=settings,
-            lora=lora,
             device=dev,
             model_name=f"model {str(model)!r}",
             **kwargs,

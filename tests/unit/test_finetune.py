@@ -15,6 +15,7 @@ import torch
 from tests.unit.tiny_lm import tiny_gpt2
 from testtime.adapters import select_trainable, wrap_lora
 from testtime.finetune import Finetuner, PromptJob, TrainSettings
+from testtime.finetune_batched import StackedAdam
 
 V = 64
 
@@ -114,21 +115,32 @@ def test_parameters_reset_between_prompts():
     assert [r.nll for r in pair[1]] == pytest.approx([r.nll for r in alone], rel=1e-4)
 
 
-@pytest.mark.parametrize("mode", ["full", "head", "lora"])
-def test_batched_path_equals_one_prompt_loop(mode):
+def mode_model(mode: str):
+    """The tiny GPT-2 for ``mode``; for lora wrapped by peft, with B moved off zero (peft starts
+    it at zero) so that the first step's gradient reaches A too."""
     model = tiny_gpt2(V)
     if mode == "lora":
         model = wrap_lora(
             model, {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["c_attn"]}, seed=0
         )
-        # peft starts B at zero; move it so the first step's gradient reaches A too
         with torch.no_grad():
             for n, p in model.named_parameters():
                 if "lora_B" in n:
                     p.normal_(0, 0.02)
+    return model
+
+
+def three_jobs() -> list[PromptJob]:
+    """Three prompts with different step counts and eval steps (batched-path tests)."""
+    return [_job(0, 2, 4, (0, 2)), _job(1, 4, 5, (1, 3, 4)), _job(2, 3, 6)]
+
+
+@pytest.mark.parametrize("mode", ["full", "head", "lora"])
+def test_batched_path_equals_one_prompt_loop(mode):
+    model = mode_model(mode)
     settings = TrainSettings(optimizer="adamw", lr=5e-3, weight_decay=0.01, grad_clip=1.0)
     tuner = Finetuner(model, select_trainable(model, mode), settings)
-    jobs = [_job(0, 2, 4, (0, 2)), _job(1, 4, 5, (1, 3, 4)), _job(2, 3, 6)]
+    jobs = three_jobs()
     sequential = [tuner.run_sequential(j) for j in jobs]
     batched = tuner.run_batched(jobs)
     for s_rows, b_rows in zip(sequential, batched, strict=True):
@@ -268,13 +280,16 @@ def test_split_protocol_scores_text_given_context(batched):
 def test_stacked_adam_update_equals_per_prompt_optimizer(settings):
     """The batched path's fused Adam on stacked (B, ...) tensors: row b equals torch.optim on
     prompt b alone, also for non-contiguous gradients (vmap returns such; the fused kernel
-    reads raw memory) and for masked rows, which must not move even with NaN gradients."""
+    reads raw memory) and for masked rows, which must not move even with NaN gradients.
+    Bit for bit, it is the fused functional kernel on the stacked tensors (what the batched
+    path ran before it used the torch.optim class)."""
     gen = torch.Generator().manual_seed(0)
     n_b, steps = 3, 3
     base = {"w": torch.randn(4, 5, generator=gen), "b": torch.randn(5, generator=gen)}
     stacked = {n: v.unsqueeze(0).repeat(n_b, *([1] * v.dim())) for n, v in base.items()}
-    exp_avg = {n: torch.zeros_like(v) for n, v in stacked.items()}
-    exp_sq = {n: torch.zeros_like(v) for n, v in stacked.items()}
+    adam = StackedAdam(stacked, settings)
+    functional = {n: v.clone() for n, v in stacked.items()}
+    moments = [{n: torch.zeros_like(v) for n, v in stacked.items()} for _ in range(2)]
     state_steps = {n: torch.zeros(()) for n in stacked}
     refs = [{n: v.clone() for n, v in base.items()} for _ in range(n_b)]
     cls = torch.optim.AdamW if settings.optimizer == "adamw" else torch.optim.Adam
@@ -302,11 +317,47 @@ def test_stacked_adam_update_equals_per_prompt_optimizer(settings):
             if settings.grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(list(refs[b].values()), settings.grad_clip)
             opts[b].step()
-        Finetuner._adam_update(stacked, grads, exp_avg, exp_sq, state_steps, mask, settings)
+        adam.step(grads, mask)
+        _functional_adam(functional, grads, moments, state_steps, mask, settings)
     for n in base:
         torch.testing.assert_close(stacked[n][1], base[n], rtol=0, atol=0, msg=n)
+        torch.testing.assert_close(stacked[n], functional[n], rtol=0, atol=0, msg=n)
         for b in (0, 2):
             torch.testing.assert_close(stacked[n][b], refs[b][n].detach(), msg=f"{n}[{b}]")
+
+
+def _functional_adam(params, grads, moments, state_steps, mask, s: TrainSettings) -> None:
+    """Reference: clip per row, then torch's fused functional Adam/AdamW on the rows in
+    ``mask`` only (the rows of the stacked tensors and moments are independent)."""
+    from torch.optim.adam import adam
+
+    rows = mask.nonzero().squeeze(1)
+    if s.grad_clip is not None:
+        sq = sum(g.float().pow(2).flatten(1).sum(1) for g in grads.values())
+        coef = (s.grad_clip / (sq.sqrt() + 1e-6)).clamp(max=1.0)
+        grads = {n: g * coef.view(-1, *([1] * (g.dim() - 1))) for n, g in grads.items()}
+    names = list(params)
+    picked = [[store[n][rows].clone() for n in names] for store in (params, *moments)]
+    adam(
+        picked[0],
+        [grads[n][rows].contiguous() for n in names],
+        picked[1],
+        picked[2],
+        [],
+        [state_steps[n] for n in names],
+        fused=True,
+        amsgrad=False,
+        beta1=s.betas[0],
+        beta2=s.betas[1],
+        lr=s.lr,
+        weight_decay=s.weight_decay,
+        eps=s.eps,
+        maximize=False,
+        decoupled_weight_decay=s.optimizer == "adamw",
+    )
+    for store, values in zip((params, *moments), picked, strict=True):
+        for n, v in zip(names, values, strict=True):
+            store[n][rows] = v
 
 
 def test_batched_path_runs_models_with_a_pad_token():

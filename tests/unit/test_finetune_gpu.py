@@ -10,10 +10,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.unit.test_finetune import V, _job
-from tests.unit.tiny_lm import tiny_gpt2
-from testtime.adapters import select_trainable, wrap_lora
+from tests.unit.test_finetune import mode_model, three_jobs
+from testtime.adapters import select_trainable
 from testtime.finetune import Finetuner, TrainSettings
+from testtime.finetune_batched import StackedAdam
 
 pytestmark = [
     pytest.mark.gpu,
@@ -23,35 +23,18 @@ pytestmark = [
 SETTINGS = TrainSettings(optimizer="adamw", lr=5e-3, weight_decay=0.01, grad_clip=1.0)
 
 
-def _model(mode: str):
-    model = tiny_gpt2(V)
-    if mode == "lora":
-        model = wrap_lora(
-            model, {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["c_attn"]}, seed=0
-        )
-        with torch.no_grad():
-            for n, p in model.named_parameters():
-                if "lora_B" in n:
-                    p.normal_(0, 0.02)
-    return model
-
-
-def _jobs():
-    return [_job(0, 2, 4, (0, 2)), _job(1, 4, 5, (1, 3, 4)), _job(2, 3, 6)]
-
-
 def _nll(rows):
     return [[r.nll for r in job_rows] for job_rows in rows]
 
 
 @pytest.mark.parametrize("mode", ["full", "lora"])
 def test_cuda_paths_equal_cpu_loop_in_float32(mode):
-    cpu = Finetuner(_model(mode), select_trainable(_model(mode), mode), SETTINGS)
-    expected = [cpu.run_sequential(j) for j in _jobs()]
-    model = _model(mode)
+    cpu = Finetuner(mode_model(mode), select_trainable(mode_model(mode), mode), SETTINGS)
+    expected = [cpu.run_sequential(j) for j in three_jobs()]
+    model = mode_model(mode)
     gpu = Finetuner(model, select_trainable(model, mode), SETTINGS, device="cuda", autocast=False)
-    sequential = [gpu.run_sequential(j) for j in _jobs()]
-    batched = gpu.run_batched(_jobs())
+    sequential = [gpu.run_sequential(j) for j in three_jobs()]
+    batched = gpu.run_batched(three_jobs())
     for got in (sequential, batched):
         assert [[r.steps for r in rows] for rows in got] == [
             [r.steps for r in rows] for rows in expected
@@ -61,12 +44,12 @@ def test_cuda_paths_equal_cpu_loop_in_float32(mode):
 
 
 def test_bf16_autocast_on_cuda_stays_close_to_float32():
-    model = _model("full")
+    model = mode_model("full")
     f32 = Finetuner(model, select_trainable(model, "full"), SETTINGS, device="cuda")
     f32.autocast = False
-    reference = f32.run_batched(_jobs())
+    reference = f32.run_batched(three_jobs())
     f32.autocast = True  # the CUDA default
-    for got in (f32.run_batched(_jobs()), [f32.run_sequential(j) for j in _jobs()]):
+    for got in (f32.run_batched(three_jobs()), [f32.run_sequential(j) for j in three_jobs()]):
         assert all(r.status == "ok" for rows in got for r in rows)
         for g, e in zip(_nll(got), _nll(reference), strict=True):
             assert g == pytest.approx(e, rel=2e-2)
@@ -82,16 +65,14 @@ def test_stacked_adam_update_on_cuda_equals_cpu():
             n: torch.randn(s, generator=torch.Generator().manual_seed(1)) for n, s in shapes.items()
         }
         params = {n: v.to(device) for n, v in params.items()}
-        exp_avg = {n: torch.zeros_like(v) for n, v in params.items()}
-        exp_sq = {n: torch.zeros_like(v) for n, v in params.items()}
-        steps = {n: torch.zeros((), device=device) for n in params}
+        adam = StackedAdam(params, SETTINGS)
         gen.manual_seed(2)
         for _ in range(3):
             grads = {
                 "w": torch.randn(3, 5, 6, generator=gen).transpose(1, 2).to(device),
                 "b": torch.randn(3, 5, generator=gen).to(device),
             }
-            Finetuner._adam_update(params, grads, exp_avg, exp_sq, steps, mask.to(device), SETTINGS)
+            adam.step(grads, mask.to(device))
         results[device] = params
     for n in shapes:
         torch.testing.assert_close(results["cuda"][n].cpu(), results["cpu"][n])

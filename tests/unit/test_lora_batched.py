@@ -19,7 +19,8 @@ import torch
 
 from tests.unit.tiny_lm import tiny_gpt2
 from testtime.adapters import select_trainable, wrap_lora
-from testtime.finetune import STATUS_NAN, Finetuner, PromptJob, TrainSettings, lm_loss
+from testtime.finetune import STATUS_NAN, Finetuner, PromptJob, TrainSettings
+from testtime.lm import lm_loss
 from testtime.lora_batched import BatchedLoraTrainer, row_losses, run_lora_batched
 
 V = 64

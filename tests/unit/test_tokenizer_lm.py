@@ -8,6 +8,7 @@ uninterrupted run; a stale checkpoint is refused; the saved model reloads with t
 
 from __future__ import annotations
 
+import math
 import shutil
 
 import pandas as pd
@@ -138,7 +139,10 @@ def test_saved_model_reloads(tokenizer, tmp_path):
     model = load_causal_lm(tmp_path / "model", "cpu")
     ids, mask = pad_batch(seqs[:2], tokenizer.pad_token_id)
     with torch.no_grad():
-        torch.testing.assert_close(lm_loss(model, ids, mask), lm_loss(result.model, ids, mask))
+        torch.testing.assert_close(
+            lm_loss(model(ids, attention_mask=mask).logits, ids, mask),
+            lm_loss(result.model(ids, attention_mask=mask).logits, ids, mask),
+        )
     with pytest.raises(FileNotFoundError):
         load_causal_lm(tmp_path / "nope")
 
@@ -234,3 +238,29 @@ def test_missing_local_model_is_never_looked_up_online(monkeypatch):
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", online)
     with pytest.raises(FileNotFoundError, match="'./no_such_model' does not exist"):
         load_causal_lm("./no_such_model")
+
+
+def test_schedule_warmup_then_cosine_and_how_it_differs_from_hf():
+    """Our pre-training LR factor, by hand, and against transformers' cosine-with-warm-up:
+    the cosine phase is the same; the warm-up is one step ahead (HF starts at lr 0), which is
+    why the workflow keeps its own schedule (switching would change every result)."""
+    from transformers import get_cosine_schedule_with_warmup
+
+    from testtime.lm import _schedule
+
+    warmup, total = 4, 12
+    ours = _schedule(warmup, total)
+    hand = [0.25, 0.5, 0.75, 1.0]  # (step + 1) / warmup
+    hand += [0.5 * (1 + math.cos(math.pi * (s - warmup) / (total - warmup))) for s in range(4, 12)]
+    assert [ours(s) for s in range(total)] == pytest.approx(hand, abs=1e-15)
+    assert ours(4) == 1.0 and ours(8) == pytest.approx(0.5) and ours(total) == 0.0
+    assert ours(total + 5) == 0.0  # held at 0 past the end
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    hf = get_cosine_schedule_with_warmup(opt, warmup, total).lr_lambdas[0]
+    # cosine phase: identical
+    assert [ours(s) for s in range(warmup, total + 1)] == [hf(s) for s in range(warmup, total + 1)]
+    # warm-up: HF is one step behind (0 at step 0), i.e. ours(s) == hf(s + 1)
+    assert hf(0) == 0.0 and ours(0) == 1 / warmup
+    assert all(ours(s) != hf(s) for s in range(warmup))
+    assert [ours(s) for s in range(warmup)] == [hf(s + 1) for s in range(warmup)]

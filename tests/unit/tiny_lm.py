@@ -15,23 +15,9 @@ TEXTS = [
 
 def tiny_gpt2(vocab: int = 64, n_positions: int = 32, tied: bool = True, seed: int = 0):
     """A 2-layer GPT-2 (d=32) with dropout off, seeded."""
-    from transformers import GPT2Config, GPT2LMHeadModel
+    from testtime.benchmarks.finetune import random_gpt2
 
-    cfg = GPT2Config(
-        n_layer=2,
-        n_embd=32,
-        n_head=2,
-        n_positions=n_positions,
-        vocab_size=vocab,
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
-        bos_token_id=0,
-        eos_token_id=0,
-        tie_word_embeddings=tied,
-    )
-    torch.manual_seed(seed)
-    return GPT2LMHeadModel(cfg)
+    return random_gpt2(2, 32, 2, n_positions, vocab, seed, tied=tied)
 
 
 def tiny_tokenizer():

@@ -25,13 +25,14 @@ Run::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import json
 import math
 import time
 
 import torch
+
+from testtime.bpb import bits_per_byte
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,8 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def random_gpt2(n_layer: int, n_embd: int, n_head: int, context: int, vocab: int, seed: int):
-    """A GPT-2 with seeded random weights and dropout off (the benchmarks' model stand-in)."""
+def random_gpt2(
+    n_layer: int, n_embd: int, n_head: int, context: int, vocab: int, seed: int, tied: bool = True
+):
+    """A GPT-2 with seeded random weights and dropout off (the benchmarks' and the unit tests'
+    model stand-in), bos = eos = 0; ``tied``: input embedding and LM head share weights."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
     cfg = GPT2Config(
@@ -78,6 +82,7 @@ def random_gpt2(n_layer: int, n_embd: int, n_head: int, context: int, vocab: int
         attn_pdrop=0.0,
         bos_token_id=0,
         eos_token_id=0,
+        tie_word_embeddings=tied,
     )
     torch.manual_seed(seed)
     return GPT2LMHeadModel(cfg)
@@ -87,60 +92,70 @@ def _model(args: argparse.Namespace):
     return random_gpt2(args.n_layer, args.n_embd, args.n_head, args.context, args.vocab, args.seed)
 
 
-def _jobs(args: argparse.Namespace):
+def random_jobs(
+    prompts: int, steps: int, seq_len: int, eval_tokens: int, vocab: int, seed: int
+) -> list:
+    """``prompts`` jobs of ``steps`` random training sequences of ``seq_len`` tokens and a
+    random eval text of ``eval_tokens`` tokens (4 bytes each), scored after the last step."""
     from testtime.finetune import PromptJob
 
-    g = torch.Generator().manual_seed(args.seed + 1)
+    g = torch.Generator().manual_seed(seed + 1)
     jobs = []
-    for pid in range(args.prompts):
-        train = [
-            torch.randint(0, args.vocab, (args.context,), generator=g) for _ in range(args.steps)
-        ]
-        eval_ids = torch.randint(0, args.vocab, (args.eval_tokens + 1,), generator=g)
-        jobs.append(
-            PromptJob(pid, train, eval_ids, n_bytes=4 * args.eval_tokens, eval_steps=(args.steps,))
-        )
+    for pid in range(prompts):
+        train = [torch.randint(0, vocab, (seq_len,), generator=g) for _ in range(steps)]
+        eval_ids = torch.randint(0, vocab, (eval_tokens + 1,), generator=g)
+        jobs.append(PromptJob(pid, train, eval_ids, n_bytes=4 * eval_tokens, eval_steps=(steps,)))
     return jobs
 
 
-def _sync(device: torch.device) -> None:
+def _jobs(args: argparse.Namespace):
+    return random_jobs(
+        args.prompts, args.steps, args.context, args.eval_tokens, args.vocab, args.seed
+    )
+
+
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA), so wall-clock times are the work's."""
     if device.type == "cuda":
         torch.cuda.synchronize()
+
+
+def naive_prompt_bpb(model, opt, job, context: int, device: torch.device, bf16: bool) -> float:
+    """The textbook recipe for one prompt, the benchmarks' baseline: one ``opt`` step per
+    training sequence with the loss via ``labels=``, then the eval text's bits per byte,
+    scored in disjoint windows of ``context`` tokens (optionally all under bf16 autocast)."""
+    model.train()
+    for seq in job.train_ids:
+        x = seq[None].to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = model(x, labels=x).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    nll = 0.0
+    ids = job.eval_ids.to(device)
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        for lo in range(0, len(ids) - 1, context):
+            x = ids[lo : lo + context + 1]
+            logits = model(x[:-1][None]).logits[0].float()
+            nll += torch.nn.functional.cross_entropy(logits, x[1:], reduction="sum").item()
+    return bits_per_byte(nll, job.n_bytes)
 
 
 def naive_loop(
     model, jobs, args, device: torch.device, autocast: bool = False
 ) -> tuple[float, list[float]]:
-    """The textbook recipe (optionally under bf16 autocast); returns (seconds, bpb per prompt)."""
-    ctx = (
-        (lambda: torch.autocast(device.type, dtype=torch.bfloat16))
-        if autocast
-        else contextlib.nullcontext
-    )
-    _sync(device)
+    """The textbook recipe (optionally under bf16 autocast), a deep copy of the model per
+    prompt; returns (seconds, bpb per prompt)."""
+    sync(device)
     t0 = time.perf_counter()
     out = []
     for job in jobs:
         m = copy.deepcopy(model).to(device)
         opt = torch.optim.AdamW(m.parameters(), lr=args.lr, weight_decay=0.0)
-        m.train()
-        for seq in job.train_ids:
-            x = seq[None].to(device)
-            with ctx():
-                loss = m(x, labels=x).loss
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        m.eval()
-        nll = 0.0
-        ids = job.eval_ids.to(device)
-        with torch.no_grad(), ctx():
-            for lo in range(0, len(ids) - 1, args.context):
-                x = ids[lo : lo + args.context + 1]
-                logits = m(x[:-1][None]).logits[0].float()
-                nll += torch.nn.functional.cross_entropy(logits, x[1:], reduction="sum").item()
-        out.append(nll / (math.log(2) * job.n_bytes))
-    _sync(device)
+        out.append(naive_prompt_bpb(m, opt, job, args.context, device, autocast))
+    sync(device)
     return time.perf_counter() - t0, out
 
 
@@ -154,10 +169,10 @@ def our_loop(model, jobs, args, device: torch.device, autocast: bool):
     tuner = Finetuner(
         m, select_trainable(m, "full"), settings, device=device, seed=args.seed, autocast=autocast
     )
-    _sync(device)
+    sync(device)
     t0 = time.perf_counter()
     rows = [r for job_rows in tuner.run(jobs, args.batch_prompts) for r in job_rows]
-    _sync(device)
+    sync(device)
     return time.perf_counter() - t0, [r.bpb for r in rows]
 
 

@@ -30,6 +30,8 @@ import time
 
 import torch
 
+from testtime.benchmarks.finetune import naive_prompt_bpb, random_gpt2, random_jobs, sync
+
 PRESETS = {
     "demo": {"n_layer": 4, "n_embd": 256, "n_head": 4, "context": 256, "vocab": 8192},
     "gpt2-small": {"n_layer": 12, "n_embd": 768, "n_head": 12, "context": 1024, "vocab": 50257},
@@ -59,7 +61,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _model(args: argparse.Namespace):
     from testtime.adapters import wrap_lora
-    from testtime.benchmarks.finetune import random_gpt2
 
     size = PRESETS[args.preset]
     base = random_gpt2(
@@ -71,26 +72,7 @@ def _model(args: argparse.Namespace):
 
 
 def _jobs(args: argparse.Namespace, vocab: int):
-    from testtime.finetune import PromptJob
-
-    g = torch.Generator().manual_seed(args.seed + 1)
-    jobs = []
-    for pid in range(args.prompts):
-        train = [torch.randint(0, vocab, (args.seq_len,), generator=g) for _ in range(args.steps)]
-        eval_ids = torch.randint(0, vocab, (args.eval_tokens + 1,), generator=g)
-        jobs.append(PromptJob(pid, train, eval_ids, 4 * args.eval_tokens, (args.steps,)))
-    return jobs
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def _autocast(device: torch.device, on: bool):
-    import contextlib
-
-    return torch.autocast(device.type, dtype=torch.bfloat16) if on else contextlib.nullcontext()
+    return random_jobs(args.prompts, args.steps, args.seq_len, args.eval_tokens, vocab, args.seed)
 
 
 def naive_loop(model, jobs, args, device: torch.device) -> tuple[float, list[float]]:
@@ -98,7 +80,7 @@ def naive_loop(model, jobs, args, device: torch.device) -> tuple[float, list[flo
     lora = [p for n, p in model.named_parameters() if "lora_" in n]
     init = [p.detach().clone() for p in lora]
     context = model.config.n_positions
-    _sync(device)
+    sync(device)
     t0 = time.perf_counter()
     out = []
     for job in jobs:
@@ -106,24 +88,8 @@ def naive_loop(model, jobs, args, device: torch.device) -> tuple[float, list[flo
             for p, v in zip(lora, init, strict=True):
                 p.copy_(v)
         opt = torch.optim.Adam(lora, lr=args.lr)
-        model.train()
-        for seq in job.train_ids:
-            x = seq[None].to(device)
-            with _autocast(device, args.bf16):
-                loss = model(x, labels=x).loss
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        model.eval()
-        nll = 0.0
-        ids = job.eval_ids.to(device)
-        with torch.no_grad(), _autocast(device, args.bf16):
-            for lo in range(0, len(ids) - 1, context):
-                x = ids[lo : lo + context + 1]
-                logits = model(x[:-1][None]).logits[0].float()
-                nll += torch.nn.functional.cross_entropy(logits, x[1:], reduction="sum").item()
-        out.append(nll / (math.log(2) * job.n_bytes))
-    _sync(device)
+        out.append(naive_prompt_bpb(model, opt, job, context, device, args.bf16))
+    sync(device)
     with torch.no_grad():
         for p, v in zip(lora, init, strict=True):
             p.copy_(v)
@@ -143,13 +109,13 @@ def batched_loop(model, jobs, args, device: torch.device) -> tuple[float, list[f
         device=device,
         autocast=args.bf16,
     )
-    _sync(device)
+    sync(device)
     t0 = time.perf_counter()
     rows = []
     for lo in range(0, len(jobs), args.batch_prompts):
         for job_rows in run_lora_batched(tuner, jobs[lo : lo + args.batch_prompts]):
             rows += job_rows
-    _sync(device)
+    sync(device)
     return time.perf_counter() - t0, [r.bpb for r in rows]
 
 

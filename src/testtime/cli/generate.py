@@ -13,6 +13,9 @@ import argparse
 
 HELP = "test-time fine-tune on your prompt with SIFT-selected memory and generate"
 
+# options passed on as TestTimeTuner.from_pretrained keywords of the same name
+TUNER_OPTIONS = ("selector", "n", "lam", "alpha", "k", "mode", "lr", "embedder", "device", "seed")
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="causal LM: directory or hub id")
@@ -43,18 +46,7 @@ def run(args: argparse.Namespace) -> None:
     from testtime.tuner import TestTimeTuner
 
     tuner = TestTimeTuner.from_pretrained(
-        args.model,
-        args.memory,
-        selector=args.selector,
-        n=args.n,
-        lam=args.lam,
-        alpha=args.alpha,
-        k=args.k,
-        mode=args.mode,
-        lr=args.lr,
-        embedder=args.embedder,
-        device=args.device,
-        seed=args.seed,
+        args.model, args.memory, **{k: getattr(args, k) for k in TUNER_OPTIONS}
     )
     base = tuner.generate(args.prompt, args.max_new_tokens, adapted=False)
     result = tuner.adapt(args.prompt)  # fine-tuned once: reported and generated with
