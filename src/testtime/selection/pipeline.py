@@ -172,21 +172,19 @@ def select_table(
     Args:
         generator_of: ``prompt_id -> torch.Generator`` (random selection only).
         batch_size: prompts per call (bounded memory: ``batch_size * K * d`` floats).
+
+    ``n`` and ``lam`` are checked by the selector (``nn``: n <= K) on the first batch; from a
+    config they were checked on loading (``select.n <= select.k`` for nn).
     """
     from tqdm import tqdm
 
     from testtime.selection import SELECTORS
 
-    p, k = candidates.memory_ids.shape
+    p = candidates.memory_ids.shape[0]
     if memory.vectors.shape[1] != prompts.vectors.shape[1]:
         raise ValueError(
             f"--prompt-embeddings have dimension {prompts.vectors.shape[1]} but "
             f"--memory-embeddings have {memory.vectors.shape[1]}"
-        )
-    if selector == "nn" and n > k:
-        raise ValueError(
-            f"config key 'select.n': nn selects distinct points, but n={n} exceeds the "
-            f"K={k} candidates per prompt in --candidates"
         )
     with_candidates = set(candidates.prompt_ids.tolist())
     lacking = [i for i in prompts.ids.tolist() if i not in with_candidates]
