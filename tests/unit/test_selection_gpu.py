@@ -1,7 +1,7 @@
 """CPU and CUDA selections agree (marked gpu: skipped without a CUDA device).
 
 Same float32 inputs on both devices, every selector: identical indices and variance traces
-within float32 rounding; also fp16 inputs and adaptive SIFT.
+within float32 rounding; also fp16 inputs and the adaptive stop on the traces.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from testtime.selection import SELECTORS, sift
+from testtime.selection import SELECTORS, adaptive_stop_steps, sift
 
 pytestmark = pytest.mark.gpu
 
@@ -42,9 +42,11 @@ def test_cpu_and_cuda_selections_agree(name: str, dtype: torch.dtype) -> None:
 @pytest.mark.parametrize("gram", [True, False])
 def test_adaptive_sift_agrees_across_devices(gram: bool) -> None:
     q, c = inputs(seed=1)
-    cpu = sift(q, c, 30, lam=0.1, alpha=4.0, gram=gram)
-    gpu = sift(q.cuda(), c.cuda(), 30, lam=0.1, alpha=4.0, gram=gram)
-    assert torch.equal(cpu.stopped, gpu.stopped.cpu())
+    cpu = sift(q, c, 30, lam=0.1, gram=gram)
+    gpu = sift(q.cuda(), c.cuda(), 30, lam=0.1, gram=gram)
+    stops = adaptive_stop_steps(cpu.variances, 0.5)
+    assert torch.equal(stops, adaptive_stop_steps(gpu.variances, 0.5).cpu())
+    assert 0 < stops.min() and stops.max() < 30  # the rule stops these rows mid-selection
     assert torch.equal(cpu.indices, gpu.indices.cpu())
 
 

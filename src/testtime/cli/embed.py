@@ -39,14 +39,14 @@ def run(args: argparse.Namespace) -> None:
             raise ValueError(f"--input {args.input!r} has no column {col!r}")
     part = table.iloc[args.shard :: args.num_shards]
     device = resolve_device(config["device"])
-    encoder = load_embedding_model(ecfg["model"], device)
+    encoder = load_embedding_model(
+        ecfg["model"], device, pooling=ecfg["pooling"], max_length=ecfg["max_length"]
+    )
     start = time.monotonic()
     emb = embed_texts(
         part[args.text_column].tolist(),
         encoder,
         batch_size=ecfg["batch_size"],
-        max_length=ecfg["max_length"],
-        pooling=ecfg["pooling"],
         bf16=ecfg["bf16"],
     )
     seconds = time.monotonic() - start

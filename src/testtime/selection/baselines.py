@@ -45,6 +45,23 @@ def _by_relevance(
     return torch.sort(scores, dim=-1, descending=True, stable=True).indices
 
 
+def _nearest(
+    queries: torch.Tensor,
+    candidates: torch.Tensor,
+    n: int,
+    lam: float,
+    dtype: torch.dtype | None,
+    *,
+    repeat: bool,
+) -> Selection:
+    """The top-n candidates by inner product (``repeat``: the top-1 n times)."""
+    check_inputs(queries, candidates, n, lam, distinct=not repeat)
+    dt = compute_dtype(queries, dtype)
+    ranked = _by_relevance(queries, candidates, dt)
+    order = ranked[:, :1].expand(-1, n) if repeat else ranked[:, :n]
+    return run_chunked(queries, candidates, n, lam, _fixed_order(order), dtype=dt)
+
+
 def nearest_neighbors(
     queries: torch.Tensor,
     candidates: torch.Tensor,
@@ -60,10 +77,7 @@ def nearest_neighbors(
     >>> nearest_neighbors(torch.tensor([[1.0, 0.0]]), c, n=2).indices.tolist()
     [[1, 2]]
     """
-    check_inputs(queries, candidates, n, lam, distinct=True)
-    dt = compute_dtype(queries, dtype)
-    order = _by_relevance(queries, candidates, dt)[:, :n]
-    return run_chunked(queries, candidates, n, lam, _fixed_order(order), dtype=dt)
+    return _nearest(queries, candidates, n, lam, dtype, repeat=False)
 
 
 def nearest_neighbors_fixed(
@@ -82,10 +96,7 @@ def nearest_neighbors_fixed(
     >>> nearest_neighbors_fixed(torch.tensor([[1.0, 0.0]]), c, n=3).indices.tolist()
     [[1, 1, 1]]
     """
-    check_inputs(queries, candidates, n, lam)
-    dt = compute_dtype(queries, dtype)
-    best = _by_relevance(queries, candidates, dt)[:, :1]
-    return run_chunked(queries, candidates, n, lam, _fixed_order(best.expand(-1, n)), dtype=dt)
+    return _nearest(queries, candidates, n, lam, dtype, repeat=True)
 
 
 def _us_choose(state: IncrementalPosterior, step: int) -> torch.Tensor:

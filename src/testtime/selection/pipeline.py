@@ -3,7 +3,7 @@
 Inputs and output follow docs/pipeline.md §4: ``candidates.parquet`` (K rows per prompt, sorted
 by prompt_id, rank), memory embedding shards ``X.npy`` float16 ``(N, d)`` with ``X.ids.npy``
 (memory_id per row), the prompt embeddings likewise (prompt_id per row). The output has one row
-per prompt and step 0..stopped: ``prompt_id`` int64, ``step`` int32, ``memory_id`` int64 (-1 at
+per prompt and step 0..n: ``prompt_id`` int64, ``step`` int32, ``memory_id`` int64 (-1 at
 step 0), ``variance`` float32 (σ²(x* | first ``step`` points); step 0 is k(x*, x*)).
 """
 
@@ -172,21 +172,19 @@ def select_table(
     Args:
         generator_of: ``prompt_id -> torch.Generator`` (random selection only).
         batch_size: prompts per call (bounded memory: ``batch_size * K * d`` floats).
+
+    ``n`` and ``lam`` are checked by the selector (``nn``: n <= K) on the first batch; from a
+    config they were checked on loading (``select.n <= select.k`` for nn).
     """
     from tqdm import tqdm
 
     from testtime.selection import SELECTORS
 
-    p, k = candidates.memory_ids.shape
+    p = candidates.memory_ids.shape[0]
     if memory.vectors.shape[1] != prompts.vectors.shape[1]:
         raise ValueError(
             f"--prompt-embeddings have dimension {prompts.vectors.shape[1]} but "
             f"--memory-embeddings have {memory.vectors.shape[1]}"
-        )
-    if selector == "nn" and n > k:
-        raise ValueError(
-            f"config key 'select.n': nn selects distinct points, but n={n} exceeds the "
-            f"K={k} candidates per prompt in --candidates"
         )
     with_candidates = set(candidates.prompt_ids.tolist())
     lacking = [i for i in prompts.ids.tolist() if i not in with_candidates]
@@ -212,20 +210,17 @@ def select_table(
 
 
 def _rows(prompt_ids: np.ndarray, memory_ids: np.ndarray, sel) -> pd.DataFrame:
-    """Long table of one batch: steps 0..stopped per prompt."""
-    idx = sel.indices.cpu().numpy()  # (b, n), -1 after a stop
+    """Long table of one batch: steps 0..n per prompt (step 0: no point yet, memory_id -1)."""
+    idx = sel.indices.cpu().numpy()  # (b, n)
     var = sel.variances.cpu().numpy()  # (b, n+1)
-    stopped = sel.stopped.cpu().numpy()
     b, n = idx.shape
-    picked = np.take_along_axis(memory_ids, idx.clip(min=0), axis=1)
-    mem = np.concatenate([np.full((b, 1), -1), np.where(idx >= 0, picked, -1)], axis=1)
-    step = np.broadcast_to(np.arange(n + 1), (b, n + 1))
-    keep = step <= stopped[:, None]
+    picked = np.take_along_axis(memory_ids, idx, axis=1)
+    mem = np.concatenate([np.full((b, 1), -1), picked], axis=1)
     return pd.DataFrame(
         {
-            "prompt_id": np.broadcast_to(prompt_ids[:, None], (b, n + 1))[keep].astype(np.int64),
-            "step": step[keep].astype(np.int32),
-            "memory_id": mem[keep].astype(np.int64),
-            "variance": var[keep].astype(np.float32),
+            "prompt_id": np.repeat(prompt_ids, n + 1).astype(np.int64),
+            "step": np.tile(np.arange(n + 1), b).astype(np.int32),
+            "memory_id": mem.reshape(-1).astype(np.int64),
+            "variance": var.reshape(-1).astype(np.float32),
         }
     )

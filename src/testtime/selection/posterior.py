@@ -62,19 +62,25 @@ def _tf32_matmul(enabled: bool) -> Iterator[None]:
 
 
 class Selection(NamedTuple):
-    """Result of a selector for a batch of B queries.
+    """Result of a selector for a batch of B queries: all n points of every query.
 
     Attributes:
         indices: LongTensor ``(B, n)``: indices into each query's K candidates, in selection
-            order; -1 after an adaptive stop.
+            order.
         variances: float32 ``(B, n+1)``: σ²(x* | first i selected points); column 0 is
-            k(x*, x*); after an adaptive stop the last value is carried forward.
-        stopped: LongTensor ``(B,)``: points selected per query (n unless adaptive stopping).
+            k(x*, x*). Adaptive SIFT's stop is a function of this trace
+            (:func:`testtime.selection.sift.adaptive_stop_steps`).
     """
 
     indices: torch.Tensor
     variances: torch.Tensor
-    stopped: torch.Tensor
+
+    @property
+    def stopped(self) -> torch.Tensor:
+        """Points selected per query, ``(B,)``: n for every row. Only :mod:`testtime.tuner`
+        still reads it; it goes once the tuner takes its steps from the trace alone."""
+        b, n = self.indices.shape
+        return torch.full((b,), n, dtype=torch.long, device=self.indices.device)
 
 
 class IncrementalPosterior:
@@ -184,41 +190,24 @@ def greedy(
     choose: Chooser,
     *,
     gram: bool | None = None,
-    stop: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
     exact_tf32: bool = False,
 ) -> Selection:
     """Run ``n`` steps of ``choose`` on one chunk and record the query's variance trace.
 
-    ``stop(variance (B,), step)`` (1-based step), when given, marks rows whose step-th point
-    must not be taken; such rows keep their state from then on (indices -1, variance carried).
     ``gram=None`` precomputes the kernel matrix when K <= ``GRAM_MAX_RATIO`` · n.
     """
     b, k, _ = candidates.shape
     use_gram = k <= GRAM_MAX_RATIO * n if gram is None else gram
     state = IncrementalPosterior(queries, candidates, lam, n, gram=use_gram, exact_tf32=exact_tf32)
-    indices = torch.full((b, n), -1, dtype=torch.long, device=candidates.device)
+    indices = torch.empty((b, n), dtype=torch.long, device=candidates.device)
     variances = candidates.new_empty(b, n + 1)
     variances[:, 0] = state.query_var
-    stopped = torch.full((b,), n, dtype=torch.long, device=candidates.device)
-    running = torch.ones(b, dtype=torch.bool, device=candidates.device)
     for step in range(n):
         idx = choose(state, step)
-        prev = state.query_var
         state.observe(idx)
-        if stop is not None:
-            halt = running & stop(state.query_var, step + 1)
-            stopped = torch.where(halt, step, stopped)
-            running = running & ~halt
-            state.query_var = torch.where(running, state.query_var, prev)
-            idx = torch.where(running, idx, -1)
-            # Rows that stopped stay stopped; once every row has, the rest is fill.
-            if not bool(running.any()):
-                variances[:, step + 1 :] = state.query_var.unsqueeze(-1)
-                indices[:, step] = idx
-                break
         indices[:, step] = idx
         variances[:, step + 1] = state.query_var
-    return Selection(indices, variances.float(), stopped)
+    return Selection(indices, variances.float())
 
 
 def _chunk_budget(device: torch.device) -> int:
@@ -240,7 +229,6 @@ def run_chunked(
     *,
     dtype: torch.dtype,
     gram: bool | None = None,
-    stop: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
     chunk_size: int | None = None,
 ) -> Selection:
     """:func:`greedy` over row chunks of the batch, so memory stays bounded for large B.
@@ -273,7 +261,6 @@ def run_chunked(
                 lam,
                 chooser_for(rows),
                 gram=gram,
-                stop=stop,
                 exact_tf32=exact_tf32,
             )
         )

@@ -1,4 +1,5 @@
-"""SIFT: greedy selection that minimises the posterior variance of the query, plus adaptive SIFT.
+"""SIFT: greedy selection that minimises the posterior variance of the query; adaptive SIFT's
+stop, computed from the variance trace.
 
 Objective (Hübotter et al. 2024, arXiv 2410.08020, the SIFT rule; linear kernel
 k(a, b) = <a, b>, noise lam = λ′):
@@ -74,20 +75,19 @@ def sift(
     candidates: torch.Tensor,
     n: int,
     lam: float = 0.1,
-    alpha: float | None = None,
     *,
     dtype: torch.dtype | None = None,
     gram: bool | None = None,
     chunk_size: int | None = None,
 ) -> Selection:
-    """SIFT (exact, greedy, batched) with optional adaptive stopping.
+    """SIFT (exact, greedy, batched). Adaptive SIFT takes a prefix of this selection, of
+    :func:`adaptive_stop_steps` (on the returned variance trace) points.
 
     Args:
         queries: ``(B, d)`` floating (fp16/bf16/fp32/fp64), on the device to compute on.
         candidates: ``(B, K, d)``; row b holds the candidates of query b.
         n: points to select per query (may exceed K: points repeat).
         lam: noise variance λ′ > 0 (larger favours diversity).
-        alpha: adaptive SIFT (see :func:`adaptive_stop_steps`); None selects all n.
         dtype: compute dtype, float32 (default; float64 for float64 inputs) or float64.
         gram: force (True) or forbid (False) precomputing the ``(B, K, K)`` kernel matrix.
         chunk_size: queries per chunk (default: bounded memory).
@@ -101,15 +101,6 @@ def sift(
     ([[0, 2]], [1.0, 0.4182, 0.0909])
     """
     check_inputs(queries, candidates, n, lam)
-    stop = None
-    if alpha is not None:
-        if not (isinstance(alpha, int | float) and math.isfinite(alpha) and alpha > 0):
-            raise ValueError(f"alpha must be a finite number > 0 or None, got {alpha!r}")
-
-        def stop(query_var: torch.Tensor, step: int) -> torch.Tensor:
-            # The comparison of adaptive_stop_steps on the stored float32 trace: always agree.
-            return query_var.float().double().clamp_min(0).sqrt() > 1.0 / (alpha * step)
-
     return run_chunked(
         queries,
         candidates,
@@ -118,6 +109,5 @@ def sift(
         lambda rows: _sift_choose,
         dtype=compute_dtype(queries, dtype),
         gram=gram,
-        stop=stop,
         chunk_size=chunk_size,
     )
