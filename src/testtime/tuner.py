@@ -234,9 +234,9 @@ class TestTimeTuner:
             torch.from_numpy(queries), torch.from_numpy(np.ascontiguousarray(cands)), self.n,
             lam=self.lam, **kwargs,
         )  # fmt: skip
-        steps = sel.stopped
+        steps = torch.full((len(prompts),), self.n, dtype=torch.long)
         if self.alpha is not None:
-            steps = torch.minimum(steps, adaptive_stop_steps(sel.variances, self.alpha))
+            steps = adaptive_stop_steps(sel.variances, self.alpha)
         out = []
         for b in range(len(prompts)):
             idx = sel.indices[b].tolist()

@@ -75,13 +75,6 @@ class Selection(NamedTuple):
     indices: torch.Tensor
     variances: torch.Tensor
 
-    @property
-    def stopped(self) -> torch.Tensor:
-        """Points selected per query, ``(B,)``: n for every row. Only :mod:`testtime.tuner`
-        still reads it; it goes once the tuner takes its steps from the trace alone."""
-        b, n = self.indices.shape
-        return torch.full((b,), n, dtype=torch.long, device=self.indices.device)
-
 
 class IncrementalPosterior:
     """Posterior state for B queries and their K candidates (see the module docstring).
