@@ -26,8 +26,8 @@ import numpy as np
 import pandas as pd
 
 from testtime.bpb import LN2
+from testtime.methods import Variant, report_rows
 
-METHOD_ORDER = ("base", "us", "nn", "nn_f", "sift", "random")
 KEY = ["prompt_id", "method", "steps"]
 
 
@@ -293,19 +293,18 @@ class Report(NamedTuple):
     memory_curve: pd.DataFrame
     metrics: dict[str, Any]
     nan_prompts: dict[str, list[int]]
+    rows: list[Variant]
+    """The report rows (methods) in table order, with their labels."""
 
 
-def method_order(methods: Sequence[str], cfg: Mapping[str, Any]) -> list[str]:
-    """Canonical column order: base, us, nn, nn_f, sift, random, λ′ sweep, adaptive rows,
-    memory-subset variants (smallest memory first)."""
-    from testtime.methods import adaptive_name, selection_variants
-
-    known = [*METHOD_ORDER]
-    known += sorted((m for m in methods if m.startswith("sift_lam")), key=lambda m: float(m[8:]))
-    known += [adaptive_name(a) for a in cfg["select"]["adaptive_alphas"]]
-    subsets = [v for v in selection_variants(cfg) if v.memory_fraction < 1]
-    known += [v.name for v in sorted(subsets, key=lambda v: v.memory_fraction)]
-    return [m for m in known if m in methods] + sorted(set(methods) - set(known))
+def report_order(methods: Sequence[str], cfg: Mapping[str, Any]) -> list[Variant]:
+    """The report rows (:func:`testtime.methods.report_rows`) of ``methods``, in table order:
+    base, us, nn, nn_f, sift, random, λ′ sweep, adaptive rows, memory-subset variants (smallest
+    memory first). A method the config does not name is a ValueError."""
+    rows = {v.name: v for v in report_rows(cfg)}
+    if unknown := sorted(set(methods) - set(rows)):
+        raise ValueError(f"methods {unknown} are not report rows of this config")
+    return [v for name, v in rows.items() if name in methods]
 
 
 def _nan_to_none(x: Any) -> Any:
@@ -349,12 +348,13 @@ def build_report(
     loss in any method is left out of every method's numbers (and listed).
     """
     from testtime.finetune_inputs import adaptive_steps
-    from testtime.methods import adaptive_name, selection_variants
+    from testtime.methods import adaptive_variants, selection_variants
 
     validate_per_prompt(per_prompt)
     n_boot = int(cfg["report"]["bootstrap"])
     seed = int(cfg["seed"])
-    alphas = list(cfg["select"]["adaptive_alphas"])
+    adaptive_rows = adaptive_variants(cfg)
+    alphas = [v.alpha for v in adaptive_rows]
     configured = ["base", *(v.name for v in selection_variants(cfg))]
     partial = check_complete(per_prompt, configured, allow_partial=allow_partial)
     present = list(dict.fromkeys(per_prompt["method"]))
@@ -378,10 +378,9 @@ def build_report(
                 continue
             for a, stop in adaptive_steps(grp["variance"].to_numpy(), alphas).items():
                 stops_by_alpha.setdefault(a, {})[int(pid)] = stop
-        for a in alphas:
-            name = adaptive_name(a)
-            rows, bad = split_ok(rows_at_steps(per_prompt, "sift", stops_by_alpha[float(a)]))
-            results[name], nan_prompts[name] = rows, bad
+        for v in adaptive_rows:
+            at_stop = rows_at_steps(per_prompt, "sift", stops_by_alpha[v.alpha])
+            results[v.name], nan_prompts[v.name] = split_ok(at_stop)
 
     # one prompt set for every comparison: a NaN loss anywhere leaves the prompt out everywhere
     excluded = set().union(*nan_prompts.values())
@@ -390,7 +389,8 @@ def build_report(
         m: r[~r["prompt_id"].isin(excluded)].reset_index(drop=True) for m, r in results.items()
     }
     avg_steps = {m: float(r["steps"].mean()) if len(r) else math.nan for m, r in results.items()}
-    order = method_order(list(results), cfg)
+    rows = report_order(list(results), cfg)
+    order = [v.name for v in rows]
     results = {m: results[m] for m in order}
     domains = list(dict.fromkeys(per_prompt.sort_values("prompt_id")["domain"]))
     table = bpb_table(results, n_boot=n_boot, seed=seed, domains=domains)
@@ -429,14 +429,14 @@ def build_report(
     adaptive = pd.DataFrame(
         [
             {
-                "alpha": float(a),
-                "method": adaptive_name(a),
-                "avg_steps": avg_steps[adaptive_name(a)],
-                "bpb_mean": all_rows.loc[adaptive_name(a), "bpb_mean"],
-                "bpb_se": all_rows.loc[adaptive_name(a), "bpb_se"],
+                "alpha": v.alpha,
+                "method": v.name,
+                "avg_steps": avg_steps[v.name],
+                "bpb_mean": all_rows.loc[v.name, "bpb_mean"],
+                "bpb_se": all_rows.loc[v.name, "bpb_se"],
             }
-            for a in alphas
-            if adaptive_name(a) in all_rows.index
+            for v in adaptive_rows
+            if v.name in all_rows.index
         ],
         columns=["alpha", "method", "avg_steps", "bpb_mean", "bpb_se"],
     )
@@ -479,7 +479,7 @@ def build_report(
         "partial": _partial_record(partial, allow_partial),
     }
     return Report(
-        table, unc, steps, adaptive, sweep, memory_curve, _nan_to_none(metrics), nan_prompts
+        table, unc, steps, adaptive, sweep, memory_curve, _nan_to_none(metrics), nan_prompts, rows
     )
 
 
@@ -495,12 +495,19 @@ def memory_size_curve(
     both methods ran; columns :data:`MEMORY_CURVE_COLUMNS` (``sift_bpb``/``nn_bpb`` are
     byte-weighted over the prompts), smallest memory first.
     """
-    from testtime.methods import memory_variant_name
+    from testtime.methods import selection_variants
 
-    fractions = sorted(float(f) for f in cfg["select"]["memory_fractions"])
+    variants = selection_variants(cfg)
+    # (selector, share) -> name, for the whole memory the plain selector (no λ′ sweep variant)
+    by_share = {
+        (v.selector, v.memory_fraction): v.name
+        for v in variants
+        if v.memory_fraction < 1 or v.name == v.selector
+    }
+    fractions = sorted({v.memory_fraction for v in variants if v.memory_fraction < 1})
     rows = []
     for f in [*fractions, 1.0] if fractions else []:
-        sift, nn = (m if f == 1.0 else memory_variant_name(m, f) for m in ("sift", "nn"))
+        sift, nn = by_share.get(("sift", f)), by_share.get(("nn", f))
         if sift not in results or nn not in results:
             continue
         d = paired_difference(results[sift], results[nn], n_boot=n_boot, seed=seed)

@@ -165,7 +165,7 @@ def test_report_numbers():
 
 def test_markdown_table_bolds_best_per_row():
     rep = build_report(_cfg(), _table(), {"sift": _selection()})
-    md = table_markdown(rep.bpb, ["base", "nn", "sift"])
+    md = table_markdown(rep.bpb, rep.rows)
     row_a = next(line for line in md.splitlines() if line.startswith("| A "))
     cells = [c.strip() for c in row_a.strip("|").split("|")]
     assert cells[0] == "A" and cells[3].startswith("**") and "**" not in cells[1] + cells[2]

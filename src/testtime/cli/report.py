@@ -59,7 +59,9 @@ def run(args: argparse.Namespace) -> None:
     rep = build_report(
         cfg, pd.read_parquet(args.per_prompt), selections, allow_partial=args.allow_partial
     )
-    methods = list(dict.fromkeys(rep.bpb["method"]))
+    in_table = set(rep.bpb["method"])
+    methods = [v for v in rep.rows if v.name in in_table]
+    labels = {v.name: v.label for v in rep.rows}
 
     outputs = {
         res / "bpb.csv": rep.bpb.to_csv(index=False, float_format="%.6g"),
@@ -85,7 +87,7 @@ def run(args: argparse.Namespace) -> None:
             group=out,
         )
         figures.plot_bpb_vs_steps(
-            rep.steps, [fig / "bpb_vs_steps.png", fig / "bpb_vs_steps.pdf"], group=out
+            rep.steps, labels, [fig / "bpb_vs_steps.png", fig / "bpb_vs_steps.pdf"], group=out
         )
         figures.plot_adaptive(
             rep.steps,
@@ -94,7 +96,8 @@ def run(args: argparse.Namespace) -> None:
             group=out,
         )
         if cfg["select"]["lam_sweep"]:
-            refs = {m: rep.metrics["bpb"][m] for m in ("nn", "base") if m in rep.metrics["bpb"]}
+            bpb = rep.metrics["bpb"]
+            refs = {labels[m]: bpb[m] for m in ("nn", "base") if m in bpb}
             figures.plot_lambda_sweep(rep.lambda_sweep, refs, [fig / "lambda_sweep.png"], group=out)
         if cfg["select"]["memory_fractions"]:
             out.write_text(fig / "memory_curve.md", figures.memory_curve_markdown(rep.memory_curve))
@@ -106,8 +109,7 @@ def run(args: argparse.Namespace) -> None:
     summary = rep.bpb[rep.bpb["domain"] == "all"]
     print(
         " | ".join(
-            f"{figures.method_label(r.method)} {r.bpb_mean:.4f}±{r.bpb_se:.4f}"
-            for r in summary.itertuples()
+            f"{labels[r.method]} {r.bpb_mean:.4f}±{r.bpb_se:.4f}" for r in summary.itertuples()
         )
     )
     for r in rep.memory_curve.itertuples():
