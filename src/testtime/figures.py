@@ -168,10 +168,14 @@ def plot_uncertainty(
         y = unc["bpb"].to_numpy(dtype=float)
         ax.scatter(x, y, s=10, alpha=0.3, color="tab:gray", label="prompts")
         n_bins = max(1, min(bins, len(x) // 2))
-        edges = np.unique(np.quantile(x, np.linspace(0, 1, n_bins + 1)))
-        which = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, max(len(edges) - 2, 0))
+        # equal-count bins of sigma (ties at an edge merge bins); a constant sigma is one bin
+        which = (
+            pd.qcut(x, n_bins, labels=False, duplicates="drop")
+            if np.ptp(x) > 0
+            else np.zeros(len(x), dtype=int)
+        )
         mx, my, se = [], [], []
-        for b in range(max(len(edges) - 1, 1)):
+        for b in np.unique(which):
             sel = which == b
             if sel.sum() == 0:
                 continue

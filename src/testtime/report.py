@@ -5,10 +5,13 @@ Conventions (docs/pipeline.md section 6):
 * a method's result for a prompt is its row at the prompt's final step (the largest ``steps``;
   ``base`` = 0); adaptive SIFT at alpha uses the sift row at that prompt's stop step;
 * ``bpb_mean`` of a set of prompts is byte-weighted: ``sum(nll) / (ln 2 * sum(n_bytes))``;
-* ``bpb_se`` is the standard deviation of that ratio over bootstrap resamples of prompts
-  (``numpy.random.default_rng(seed).integers(0, P, (n_boot, P))``: the same resamples for every
-  method with the same prompts, so SEs of different methods are comparable);
-* paired differences are means of per-prompt bpb differences with a bootstrap SE;
+* ``bpb_se`` is the bootstrap standard error of that ratio over prompts
+  (:func:`scipy.stats.bootstrap`, ``standard_error``: the standard deviation, ddof 1, over
+  ``report.bootstrap`` resamples of prompts drawn from ``numpy.random.default_rng(seed)``; the
+  same resamples for every method with the same prompts, so SEs of different methods are
+  comparable);
+* paired differences are means of per-prompt bpb differences with a bootstrap SE (the two
+  methods' bpb resampled together, ``paired=True``);
 * every comparison is over one prompt set: a configured method without results, or a method
   lacking prompts that others have, is an error (``--allow-partial`` compares over the prompts
   all methods have and records what is missing in metrics.json ``partial``); prompts whose
@@ -25,7 +28,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-from testtime.bpb import LN2
+from testtime.bpb import bits_per_byte
 from testtime.methods import Variant, report_rows
 
 KEY = ["prompt_id", "method", "steps"]
@@ -153,34 +156,60 @@ def split_ok(rows: pd.DataFrame) -> tuple[pd.DataFrame, list[int]]:
 
 
 # ------------------------------------------------------------------------------ statistics
-def bootstrap_indices(n: int, n_boot: int, seed: int) -> np.ndarray:
-    """``(n_boot, n)`` resampled prompt indices from ``default_rng(seed)``."""
-    return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
-
-
 def byte_weighted_bpb(nll: np.ndarray, n_bytes: np.ndarray) -> float:
     """``sum(nll) / (ln 2 * sum(n_bytes))`` (bits per byte over the pooled text).
 
-    >>> round(byte_weighted_bpb(np.array([LN2 * 10, LN2 * 2]), np.array([4, 8])), 6)
+    >>> ln2 = math.log(2)
+    >>> round(byte_weighted_bpb(np.array([ln2 * 10, ln2 * 2]), np.array([4, 8])), 6)
     1.0
     """
-    return float(np.sum(nll) / (LN2 * np.sum(n_bytes)))
+    return float(bits_per_byte(np.sum(nll), np.sum(n_bytes)))
+
+
+_bits_per_byte = np.vectorize(bits_per_byte, otypes=[float])
+
+
+def _pooled_bpb(nll: np.ndarray, n_bytes: np.ndarray, axis: int = -1) -> np.ndarray:
+    """:func:`byte_weighted_bpb` along ``axis`` (for every bootstrap resample at once)."""
+    return _bits_per_byte(np.sum(nll, axis=axis), np.sum(n_bytes, axis=axis))
+
+
+def _mean_difference(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
+    return np.mean(a - b, axis=axis)
+
+
+def _bootstrap_se(samples: Sequence[np.ndarray], statistic, n_boot: int, seed: int) -> float:
+    """Bootstrap standard error (ddof 1) of ``statistic`` over prompts, the samples resampled
+    together (paired: one resample of prompts for all); NaN for < 2 prompts.
+
+    The resamples come from ``numpy.random.default_rng(seed)``, so they are the same for every
+    statistic over the same number of prompts (:func:`scipy.stats.bootstrap` draws them as
+    ``rng.integers(0, P, (n_boot, P))``).
+    """
+    from scipy import stats
+
+    if len(samples[0]) < 2:
+        return math.nan
+    res = stats.bootstrap(
+        tuple(samples),
+        statistic,
+        n_resamples=n_boot,
+        vectorized=True,
+        paired=True,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
+    return float(res.standard_error)
 
 
 def bootstrap_bpb_se(nll: np.ndarray, n_bytes: np.ndarray, n_boot: int, seed: int) -> float:
     """Bootstrap SE (ddof 1) of :func:`byte_weighted_bpb` over prompts; NaN for < 2 prompts."""
-    if len(nll) < 2:
-        return math.nan
-    idx = bootstrap_indices(len(nll), n_boot, seed)
-    ratios = nll[idx].sum(1) / (LN2 * n_bytes[idx].sum(1))
-    return float(ratios.std(ddof=1))
+    return _bootstrap_se((nll, n_bytes), _pooled_bpb, n_boot, seed)
 
 
-def bootstrap_mean_se(x: np.ndarray, n_boot: int, seed: int) -> float:
-    """Bootstrap SE (ddof 1) of the mean of ``x``; NaN for < 2 values."""
-    if len(x) < 2:
-        return math.nan
-    return float(x[bootstrap_indices(len(x), n_boot, seed)].mean(1).std(ddof=1))
+def bootstrap_paired_se(a: np.ndarray, b: np.ndarray, n_boot: int, seed: int) -> float:
+    """Bootstrap SE (ddof 1) of the mean of ``a - b`` (paired per prompt); NaN for < 2."""
+    return _bootstrap_se((a, b), _mean_difference, n_boot, seed)
 
 
 def bpb_table(
@@ -215,12 +244,13 @@ def paired_difference(
 ) -> dict[str, float | int]:
     """Mean over shared prompts of ``bpb_a - bpb_b``, its bootstrap SE, n and P(a better)."""
     m = a[["prompt_id", "bpb"]].merge(b[["prompt_id", "bpb"]], on="prompt_id")
-    d = (m["bpb_x"] - m["bpb_y"]).to_numpy(dtype=float)
+    bpb_a, bpb_b = m["bpb_x"].to_numpy(dtype=float), m["bpb_y"].to_numpy(dtype=float)
+    d = bpb_a - bpb_b
     if len(d) == 0:
         raise ValueError("paired difference over no shared prompts")
     return {
         "mean": float(d.mean()),
-        "se": bootstrap_mean_se(d, n_boot, seed),
+        "se": bootstrap_paired_se(bpb_a, bpb_b, n_boot, seed),
         "n": len(d),
         "frac_better": float((d < 0).mean()),
     }
@@ -274,7 +304,7 @@ def steps_curve(df: pd.DataFrame, method: str, base: pd.DataFrame) -> pd.DataFra
             {
                 "method": method,
                 "steps": t,
-                "bpb_mean": nll / (LN2 * nb),
+                "bpb_mean": bits_per_byte(nll, nb),
                 "avg_steps": taken / len(prompts),
             }
         )

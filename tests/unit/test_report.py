@@ -96,6 +96,27 @@ def test_paired_difference_is_mean_of_per_prompt_differences():
     assert d["se"] == pytest.approx(diffs[idx].mean(1).std(ddof=1))
 
 
+def test_bootstrap_se_of_a_large_sample_is_the_analytic_one():
+    """With many prompts the bootstrap SE of a mean is sigma / sqrt(P), of the byte-weighted
+    ratio sum(nll) / sum(bytes) the delta-method SE sqrt(sum(r_i^2)) / (ln 2 sum(bytes)) with
+    residuals r_i = nll_i - R bytes_i (R the pooled nats per byte)."""
+    rng = np.random.default_rng(1)
+    P = 3000
+    a = rng.normal(2.0, 0.5, P)
+    b = a + rng.normal(-0.1, 0.2, P)  # paired: b is a plus a small per-prompt change
+    d = pd.DataFrame({"prompt_id": range(P), "bpb": a})
+    e = pd.DataFrame({"prompt_id": range(P), "bpb": b})
+    got = paired_difference(d, e, n_boot=2000, seed=SEED)
+    assert got["se"] == pytest.approx(np.std(a - b, ddof=1) / math.sqrt(P), rel=0.06)
+    n_bytes = rng.integers(100, 1000, P).astype(float)
+    nll = LN2 * n_bytes * rng.normal(1.5, 0.3, P)
+    r = nll - nll.sum() / n_bytes.sum() * n_bytes
+    analytic = math.sqrt((r**2).sum()) / (LN2 * n_bytes.sum())
+    frame = pd.DataFrame({"domain": "A", "nll": nll, "n_bytes": n_bytes})
+    se = bpb_table({"m": frame}, n_boot=2000, seed=SEED, domains=["A"]).bpb_se.iloc[0]
+    assert se == pytest.approx(analytic, rel=0.06)
+
+
 def test_steps_curve_pools_prompts_and_carries_forward():
     df = _table()
     df = df[~((df.method == "nn") & (df.prompt_id == 3) & (df.steps == 2))]  # prompt 3 stopped
