@@ -193,6 +193,32 @@ def test_markdown_table_bolds_best_per_row():
     assert cells[1].startswith("275.0 (")  # 100 x (2*100 + 3*300)/400
 
 
+def _outputs(res, fig, *, lam_sweep=False, memory_curve=False) -> list[str]:
+    """`testtime report` output flags: every file under results dir ``res`` / figures ``fig``."""
+    files = {
+        "--bpb-csv": res / "bpb.csv",
+        "--metrics": res / "metrics.json",
+        "--uncertainty-csv": res / "uncertainty.csv",
+        "--bpb-vs-steps-csv": res / "bpb_vs_steps.csv",
+        "--table-md": fig / "bpb_table.md",
+        "--table-tex": fig / "bpb_table.tex",
+    }
+    argv = [str(x) for flag, path in files.items() for x in (flag, path)]
+    plots = {
+        "--uncertainty-plot": "uncertainty_vs_error",
+        "--steps-plot": "bpb_vs_steps",
+        "--adaptive-plot": "adaptive_compute",
+    }
+    for flag, stem in plots.items():
+        argv += [flag, str(fig / f"{stem}.png"), str(fig / f"{stem}.pdf")]
+    if lam_sweep:
+        argv += ["--lambda-sweep-plot", str(fig / "lambda_sweep.png")]
+    if memory_curve:
+        argv += ["--memory-curve-md", str(fig / "memory_curve.md")]
+        argv += ["--memory-curve-plot", str(fig / "memory_curve.png")]
+    return argv
+
+
 def test_cli_report_writes_every_file(tmp_path):
     df = _table()
     df.to_parquet(tmp_path / "pp.parquet")
@@ -206,7 +232,7 @@ def test_cli_report_writes_every_file(tmp_path):
     res, fig = tmp_path / "results", tmp_path / "figures"
     code = main(["report", "--config", str(tmp_path / "c.yaml"), "--per-prompt",
                  str(tmp_path / "pp.parquet"), "--selections", str(tmp_path / "sift.parquet"),
-                 "--results-dir", str(res), "--figures-dir", str(fig)])  # fmt: skip
+                 *_outputs(res, fig, lam_sweep=True)])  # fmt: skip
     assert code == 0
     for name in ("bpb.csv", "metrics.json", "uncertainty.csv", "bpb_vs_steps.csv"):
         assert (res / name).stat().st_size > 0
@@ -258,8 +284,7 @@ def _report_argv(tmp_path, per_prompt, *extra):
     _selection().to_parquet(tmp_path / "sift.parquet")
     return ["report", "--config", str(tmp_path / "c.yaml"), "--per-prompt",
             str(tmp_path / "pp.parquet"), "--selections", str(tmp_path / "sift.parquet"),
-            "--results-dir", str(tmp_path / "results"), "--figures-dir",
-            str(tmp_path / "figures"), *extra]  # fmt: skip
+            *_outputs(tmp_path / "results", tmp_path / "figures"), *extra]  # fmt: skip
 
 
 def _files(root) -> dict[str, bytes]:
@@ -366,3 +391,28 @@ def test_full_disk_leaves_the_previous_report_whole(tmp_path):
     after = _files(tmp_path / "results") | _files(tmp_path / "figures")
     assert after == before
     assert list(tmp_path.rglob("*.tmp")) == []
+
+
+def test_optional_outputs_must_agree_with_the_config(tmp_path, capsys):
+    """--lambda-sweep-plot / --memory-curve-* exactly when the config has lam_sweep /
+    memory_fractions; figures are .png or .pdf; one file per output. Checked before any work."""
+    argv = _report_argv(tmp_path, _table())
+    cfg = yaml.safe_load((tmp_path / "c.yaml").read_text())
+    assert main([*argv, "--lambda-sweep-plot", str(tmp_path / "l.png")]) == 2
+    assert "leave --lambda-sweep-plot out" in capsys.readouterr().err
+    cfg["select"]["lam_sweep"] = [0.1]
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--lambda-sweep-plot is given exactly when the config has select.lam_sweep" in err
+    sweep = ["--lambda-sweep-plot", str(tmp_path / "l.svg")]
+    assert main([*argv, *sweep]) == 2
+    assert "a figure is written as .png or .pdf" in capsys.readouterr().err
+    sweep = ["--lambda-sweep-plot", str(tmp_path / "figures" / "bpb_vs_steps.png")]
+    assert main([*argv, *sweep]) == 2
+    assert "is also given as --steps-plot" in capsys.readouterr().err
+    assert not (tmp_path / "results").exists() and not (tmp_path / "figures").exists()
+    cfg["select"] |= {"lam_sweep": [], "memory_fractions": [0.5]}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    assert main([*argv, "--memory-curve-md", str(tmp_path / "m.md")]) == 2
+    assert "pass --memory-curve-plot" in capsys.readouterr().err
