@@ -98,17 +98,35 @@ def main(argv: list[str] | None = None) -> int:
                 )  # fmt: skip
                 shards.append(str(dest))
     if "report" in args.stages and shards:
-        sift_sels = [str(sel_dir / f"{v}.parquet") for v in variants if v.startswith("sift")]
+        sift = [v.name for v in selection_variants(cfg) if v.selector == "sift"]
+        sift_sels = [str(sel_dir / f"{name}.parquet") for name in sift]
         per_prompt = out / "results" / "per_prompt.parquet"
         run("aggregate", ["aggregate", "--inputs", *shards, "--out", str(per_prompt)])
+        res, fig = out / "results", out / "figures"
+        optional = []
+        if cfg["select"]["lam_sweep"]:
+            optional += ["--lambda-sweep-plot", str(fig / "lambda_sweep.png")]
+        if cfg["select"]["memory_fractions"]:
+            optional += ["--memory-curve-md", str(fig / "memory_curve.md"),
+                         "--memory-curve-plot", str(fig / "memory_curve.png")]  # fmt: skip
         run(
             "report",
             [
                 "report",
                 "--per-prompt", str(per_prompt),
                 "--selections", *sift_sels,
-                "--results-dir", str(out / "results"),
-                "--figures-dir", str(out / "figures"),
+                "--bpb-csv", str(res / "bpb.csv"),
+                "--metrics", str(res / "metrics.json"),
+                "--uncertainty-csv", str(res / "uncertainty.csv"),
+                "--bpb-vs-steps-csv", str(res / "bpb_vs_steps.csv"),
+                "--table-md", str(fig / "bpb_table.md"),
+                "--table-tex", str(fig / "bpb_table.tex"),
+                "--uncertainty-plot", str(fig / "uncertainty_vs_error.png"),
+                str(fig / "uncertainty_vs_error.pdf"),
+                "--steps-plot", str(fig / "bpb_vs_steps.png"), str(fig / "bpb_vs_steps.pdf"),
+                "--adaptive-plot", str(fig / "adaptive_compute.png"),
+                str(fig / "adaptive_compute.pdf"),
+                *optional,
             ],
         )  # fmt: skip
     for stage, t in times.items():

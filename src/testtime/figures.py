@@ -10,8 +10,7 @@ row in bold. Figures use matplotlib's Agg backend (no display needed) and are by
 from __future__ import annotations
 
 import math
-import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,45 +19,17 @@ import pandas as pd
 
 if TYPE_CHECKING:
     from testtime.io import AtomicGroup
+    from testtime.methods import Variant
 
-LABELS = {
-    "base": "Base",
-    "us": "US",
-    "nn": "NN",
-    "nn_f": "NN-F",
-    "sift": "SIFT",
-    "random": "Random",
-}
 BPB_AXIS = "bits per byte (lower is better)"
 
 
-def method_label(name: str) -> str:
-    """Display name of a method column.
-
-    >>> method_label("sift_lam0.1"), method_label("sift_adaptive_a2"), method_label("nn_f")
-    ("SIFT λ'=0.1", 'SIFT adaptive α=2', 'NN-F')
-    >>> method_label("nn_mem0.25")
-    'NN 25% memory'
-    """
-    if name.startswith("sift_lam"):
-        return f"SIFT λ'={name[8:]}"
-    if name.startswith("sift_adaptive_a"):
-        return f"SIFT adaptive α={name[15:]}"
-    subset = _MEMORY_VARIANT.match(name)
-    if subset:
-        return f"{LABELS[subset.group(1)]} {100 * float(subset.group(2)):g}% memory"
-    return LABELS.get(name, name)
-
-
-_MEMORY_VARIANT = re.compile(r"^(sift|nn)_mem([0-9.e-]+)$")
-
-
-def _cells(table: pd.DataFrame, methods: Sequence[str]) -> tuple[list[str], list[list]]:
+def _cells(table: pd.DataFrame, methods: Sequence[Variant]) -> tuple[list[str], list[list]]:
     domains = list(dict.fromkeys(table["domain"]))
     grid = table.set_index(["domain", "method"])
     rows = []
     for d in domains:
-        vals = [grid.loc[(d, m)] if (d, m) in grid.index else None for m in methods]
+        vals = [grid.loc[(d, m.name)] if (d, m.name) in grid.index else None for m in methods]
         rows.append(vals)
     return domains, rows
 
@@ -76,10 +47,11 @@ def _best(row: list) -> float:
     return min(vals) if vals else math.nan
 
 
-def table_markdown(table: pd.DataFrame, methods: Sequence[str]) -> str:
-    """Markdown table: domains x methods, ``100·bpb (SE)``, best per row in bold."""
+def table_markdown(table: pd.DataFrame, methods: Sequence[Variant]) -> str:
+    """Markdown table: domains x methods (report rows, :func:`testtime.methods.report_rows`,
+    in column order, headed by their labels), ``100·bpb (SE)``, best per row in bold."""
     domains, rows = _cells(table, methods)
-    head = "| domain | " + " | ".join(method_label(m) for m in methods) + " |"
+    head = "| domain | " + " | ".join(m.label for m in methods) + " |"
     lines = [head, "|---|" + "---:|" * len(methods)]
     for d, row in zip(domains, rows, strict=True):
         best = _best(row)
@@ -99,12 +71,11 @@ def _tex_escape(s: str) -> str:
     return s.replace("_", r"\_").replace("&", r"\&").replace("%", r"\%")
 
 
-def table_latex(table: pd.DataFrame, methods: Sequence[str]) -> str:
+def table_latex(table: pd.DataFrame, methods: Sequence[Variant]) -> str:
     """LaTeX ``tabular`` (booktabs) with the same content as :func:`table_markdown`."""
     domains, rows = _cells(table, methods)
     labels = [
-        _tex_escape(method_label(m)).replace("λ'", r"$\lambda'$").replace("α", r"$\alpha$")
-        for m in methods
+        _tex_escape(m.label).replace("λ'", r"$\lambda'$").replace("α", r"$\alpha$") for m in methods
     ]
     lines = [
         r"\begin{tabular}{l" + "r" * len(methods) + "}",
@@ -197,10 +168,14 @@ def plot_uncertainty(
         y = unc["bpb"].to_numpy(dtype=float)
         ax.scatter(x, y, s=10, alpha=0.3, color="tab:gray", label="prompts")
         n_bins = max(1, min(bins, len(x) // 2))
-        edges = np.unique(np.quantile(x, np.linspace(0, 1, n_bins + 1)))
-        which = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, max(len(edges) - 2, 0))
+        # equal-count bins of sigma (ties at an edge merge bins); a constant sigma is one bin
+        which = (
+            pd.qcut(x, n_bins, labels=False, duplicates="drop")
+            if np.ptp(x) > 0
+            else np.zeros(len(x), dtype=int)
+        )
         mx, my, se = [], [], []
-        for b in range(max(len(edges) - 1, 1)):
+        for b in np.unique(which):
             sel = which == b
             if sel.sum() == 0:
                 continue
@@ -230,13 +205,17 @@ def plot_uncertainty(
 
 
 def plot_bpb_vs_steps(
-    steps: pd.DataFrame, paths: Sequence[str | Path], group: AtomicGroup | None = None
+    steps: pd.DataFrame,
+    labels: Mapping[str, str],
+    paths: Sequence[str | Path],
+    group: AtomicGroup | None = None,
 ) -> None:
-    """Mean bpb (byte-weighted over prompts) against gradient steps, one line per method."""
+    """Mean bpb (byte-weighted over prompts) against gradient steps, one line per method
+    (legend: ``labels[method]``)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.2, 3.8))
     for method, grp in steps.groupby("method", sort=False):
-        ax.plot(grp["steps"], grp["bpb_mean"], marker="o", ms=3, label=method_label(method))
+        ax.plot(grp["steps"], grp["bpb_mean"], marker="o", ms=3, label=labels[method])
     _finish(
         fig,
         ax,
@@ -296,11 +275,12 @@ def plot_adaptive(
 
 def plot_lambda_sweep(
     sweep: pd.DataFrame,
-    references: dict[str, float],
+    references: Mapping[str, float],
     paths: Sequence[str | Path],
     group: AtomicGroup | None = None,
 ) -> None:
-    """SIFT's bpb (all domains, ± SE) against its noise λ′, with reference methods as lines."""
+    """SIFT's bpb (all domains, ± SE) against its noise λ′, with reference methods as lines
+    (``references``: label -> bpb)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.2, 3.8))
     ax.errorbar(
@@ -312,8 +292,8 @@ def plot_lambda_sweep(
         color="tab:blue",
         label="SIFT",
     )
-    for (name, value), style in zip(references.items(), ("--", ":", "-."), strict=False):
-        ax.axhline(value, ls=style, color="gray", label=method_label(name))
+    for (label, value), style in zip(references.items(), ("--", ":", "-."), strict=False):
+        ax.axhline(value, ls=style, color="gray", label=label)
     ax.set_xscale("log")
     _finish(
         fig,

@@ -1,11 +1,20 @@
-"""Names of the method variants a run evaluates, derived from the config.
+"""The method registry: selectors, the variants a config runs and the rows of the report.
 
-A variant is a selector from :data:`testtime.selection.SELECTORS` with its lambda' and the
-share of the memory it selects from: ``sift`` (select.lam), ``sift_lam0.01`` (a lam_sweep
-value), ``nn``, ``nn_f``, ``us``, ``random``, and for each ``select.memory_fractions`` value f
-``sift_mem<f>`` and ``nn_mem<f>`` (the memory-size curve: both restricted to the same nested
-subset of the memory documents). ``base`` (zero steps) and ``sift_adaptive_a<alpha>`` (derived
-from the sift run) are report rows, not selection variants.
+One place for every method name, display label and table position:
+
+* :data:`SELECTOR_SPECS` lists the selectors (``sift``, ``nn``, ``nn_f``, ``us``, ``random``:
+  the schema's ``select.methods`` enum, in its order) with their label, the name of their
+  function in :mod:`testtime.selection` and their column in the report's tables;
+* a :class:`Variant` is a selector with its lambda' and the share of the memory it selects
+  from: ``sift`` (select.lam), ``sift_lam0.01`` (a lam_sweep value), ``nn``, ``nn_f``, ``us``,
+  ``random``, and for each ``select.memory_fractions`` value f ``sift_mem<f>`` and
+  ``nn_mem<f>`` (the memory-size curve: both restricted to the same nested subset of the
+  memory documents) (:func:`selection_variants`);
+* ``base`` (zero steps) and ``sift_adaptive_a<alpha>`` (derived from the sift run) are report
+  rows, not selection variants: :func:`report_rows` lists every row in table order.
+
+Names are on-disk contracts (file names, table rows): they are built here and never parsed;
+the report and figures take labels, lambda', alpha and fractions from the records.
 """
 
 from __future__ import annotations
@@ -13,19 +22,47 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-SELECTOR_NAMES = ("sift", "nn", "nn_f", "us", "random")
 
+class Selector(NamedTuple):
+    """A selection method: its name, display label, function in :mod:`testtime.selection`
+    (by name, so that this module imports no torch) and column in the report's tables."""
+
+    name: str
+    label: str
+    function: str
+    order: int
+
+
+SELECTOR_SPECS: tuple[Selector, ...] = (
+    Selector("sift", "SIFT", "sift", order=4),
+    Selector("nn", "NN", "nearest_neighbors", order=2),
+    Selector("nn_f", "NN-F", "nearest_neighbors_fixed", order=3),
+    Selector("us", "US", "uncertainty_sampling", order=1),
+    Selector("random", "Random", "random_selection", order=5),
+)
+"""Every selector, in the order of the schema's ``select.methods`` enum (the tables order them
+by ``order``, after ``base``)."""
+
+SELECTOR_NAMES = tuple(s.name for s in SELECTOR_SPECS)
+SELECTOR_BY_NAME = {s.name: s for s in SELECTOR_SPECS}
 
 MEMORY_CURVE_SELECTORS = ("sift", "nn")
 
 
 class Variant(NamedTuple):
-    """A selection method variant: selector name, noise lambda', share of the memory used."""
+    """A method variant or report row: name, selector (None for ``base``), display label,
+    noise lambda' (None for ``base``), share of the memory used and, for adaptive SIFT, alpha."""
 
     name: str
-    selector: str
-    lam: float
+    selector: str | None
+    label: str
+    lam: float | None
     memory_fraction: float = 1.0
+    alpha: float | None = None
+
+
+BASE = Variant("base", None, "Base", None)
+"""The base model (zero steps): the first row of every table."""
 
 
 def _fmt(x: float) -> str:
@@ -39,18 +76,63 @@ def selection_variants(config: Mapping[str, Any]) -> list[Variant]:
     ...                   "memory_fractions": [0.5]}}
     >>> [v.name for v in selection_variants(cfg)]
     ['sift', 'nn', 'sift_lam0.01', 'sift_mem0.5', 'nn_mem0.5']
+    >>> [v.label for v in selection_variants(cfg)]
+    ['SIFT', 'NN', "SIFT λ'=0.01", 'SIFT 50% memory', 'NN 50% memory']
     """
     sel = config["select"]
-    out = [Variant(m, m, float(sel["lam"])) for m in sel["methods"]]
+    lam0 = float(sel["lam"])
+    out = [Variant(m, m, SELECTOR_BY_NAME[m].label, lam0) for m in sel["methods"]]
     for lam in sel.get("lam_sweep", []):
-        if float(lam) != float(sel["lam"]) or "sift" not in sel["methods"]:
-            out.append(Variant(f"sift_lam{_fmt(lam)}", "sift", float(lam)))
+        if float(lam) != lam0 or "sift" not in sel["methods"]:
+            label = f"{SELECTOR_BY_NAME['sift'].label} λ'={_fmt(lam)}"
+            out.append(Variant(f"sift_lam{_fmt(lam)}", "sift", label, float(lam)))
     for fraction in sel.get("memory_fractions", []):
         for m in MEMORY_CURVE_SELECTORS:
             if m in sel["methods"]:
                 name = memory_variant_name(m, fraction)
-                out.append(Variant(name, m, float(sel["lam"]), float(fraction)))
+                label = f"{SELECTOR_BY_NAME[m].label} {100 * float(fraction):g}% memory"
+                out.append(Variant(name, m, label, lam0, float(fraction)))
     return out
+
+
+def adaptive_variants(config: Mapping[str, Any]) -> list[Variant]:
+    """Report rows of adaptive SIFT, one per ``select.adaptive_alphas`` value (config order).
+
+    >>> cfg = {"select": {"methods": ["sift"], "lam": 1.0, "adaptive_alphas": [2.0]}}
+    >>> [(v.name, v.label, v.alpha) for v in adaptive_variants(cfg)]
+    [('sift_adaptive_a2', 'SIFT adaptive α=2', 2.0)]
+    """
+    lam0 = float(config["select"]["lam"])
+    label = SELECTOR_BY_NAME["sift"].label
+    return [
+        Variant(adaptive_name(a), "sift", f"{label} adaptive α={_fmt(a)}", lam0, alpha=float(a))
+        for a in config["select"].get("adaptive_alphas", [])
+    ]
+
+
+def report_rows(config: Mapping[str, Any]) -> list[Variant]:
+    """Every row the report of ``config`` may hold, in table order: ``base``, the selectors
+    (by :attr:`Selector.order`), the lambda' sweep (smallest first), adaptive SIFT (config
+    order), the memory-subset variants (smallest memory first).
+
+    >>> cfg = {"select": {"methods": ["sift", "nn", "us"], "lam": 1.0, "lam_sweep": [1.0, 0.1],
+    ...                   "adaptive_alphas": [1.0], "memory_fractions": [0.5, 0.25]}}
+    >>> [v.name for v in report_rows(cfg)]  # doctest: +NORMALIZE_WHITESPACE
+    ['base', 'us', 'nn', 'sift', 'sift_lam0.1', 'sift_adaptive_a1', 'sift_mem0.25',
+     'nn_mem0.25', 'sift_mem0.5', 'nn_mem0.5']
+    """
+    variants = selection_variants(config)
+    whole = [v for v in variants if v.memory_fraction == 1]
+    plain = [v for v in whole if v.name == v.selector]
+    sweep = [v for v in whole if v.name != v.selector]
+    subsets = [v for v in variants if v.memory_fraction < 1]
+    return [
+        BASE,
+        *sorted(plain, key=lambda v: SELECTOR_BY_NAME[v.name].order),
+        *sorted(sweep, key=lambda v: v.lam),
+        *adaptive_variants(config),
+        *sorted(subsets, key=lambda v: v.memory_fraction),
+    ]
 
 
 def memory_variant_name(selector: str, fraction: float) -> str:

@@ -5,10 +5,13 @@ Conventions (docs/pipeline.md section 6):
 * a method's result for a prompt is its row at the prompt's final step (the largest ``steps``;
   ``base`` = 0); adaptive SIFT at alpha uses the sift row at that prompt's stop step;
 * ``bpb_mean`` of a set of prompts is byte-weighted: ``sum(nll) / (ln 2 * sum(n_bytes))``;
-* ``bpb_se`` is the standard deviation of that ratio over bootstrap resamples of prompts
-  (``numpy.random.default_rng(seed).integers(0, P, (n_boot, P))``: the same resamples for every
-  method with the same prompts, so SEs of different methods are comparable);
-* paired differences are means of per-prompt bpb differences with a bootstrap SE;
+* ``bpb_se`` is the bootstrap standard error of that ratio over prompts
+  (:func:`scipy.stats.bootstrap`, ``standard_error``: the standard deviation, ddof 1, over
+  ``report.bootstrap`` resamples of prompts drawn from ``numpy.random.default_rng(seed)``; the
+  same resamples for every method with the same prompts, so SEs of different methods are
+  comparable);
+* paired differences are means of per-prompt bpb differences with a bootstrap SE (the two
+  methods' bpb resampled together, ``paired=True``);
 * every comparison is over one prompt set: a configured method without results, or a method
   lacking prompts that others have, is an error (``--allow-partial`` compares over the prompts
   all methods have and records what is missing in metrics.json ``partial``); prompts whose
@@ -25,9 +28,9 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-from testtime.bpb import LN2
+from testtime.bpb import bits_per_byte
+from testtime.methods import Variant, report_rows
 
-METHOD_ORDER = ("base", "us", "nn", "nn_f", "sift", "random")
 KEY = ["prompt_id", "method", "steps"]
 
 
@@ -153,34 +156,60 @@ def split_ok(rows: pd.DataFrame) -> tuple[pd.DataFrame, list[int]]:
 
 
 # ------------------------------------------------------------------------------ statistics
-def bootstrap_indices(n: int, n_boot: int, seed: int) -> np.ndarray:
-    """``(n_boot, n)`` resampled prompt indices from ``default_rng(seed)``."""
-    return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
-
-
 def byte_weighted_bpb(nll: np.ndarray, n_bytes: np.ndarray) -> float:
     """``sum(nll) / (ln 2 * sum(n_bytes))`` (bits per byte over the pooled text).
 
-    >>> round(byte_weighted_bpb(np.array([LN2 * 10, LN2 * 2]), np.array([4, 8])), 6)
+    >>> ln2 = math.log(2)
+    >>> round(byte_weighted_bpb(np.array([ln2 * 10, ln2 * 2]), np.array([4, 8])), 6)
     1.0
     """
-    return float(np.sum(nll) / (LN2 * np.sum(n_bytes)))
+    return float(bits_per_byte(np.sum(nll), np.sum(n_bytes)))
+
+
+_bits_per_byte = np.vectorize(bits_per_byte, otypes=[float])
+
+
+def _pooled_bpb(nll: np.ndarray, n_bytes: np.ndarray, axis: int = -1) -> np.ndarray:
+    """:func:`byte_weighted_bpb` along ``axis`` (for every bootstrap resample at once)."""
+    return _bits_per_byte(np.sum(nll, axis=axis), np.sum(n_bytes, axis=axis))
+
+
+def _mean_difference(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
+    return np.mean(a - b, axis=axis)
+
+
+def _bootstrap_se(samples: Sequence[np.ndarray], statistic, n_boot: int, seed: int) -> float:
+    """Bootstrap standard error (ddof 1) of ``statistic`` over prompts, the samples resampled
+    together (paired: one resample of prompts for all); NaN for < 2 prompts.
+
+    The resamples come from ``numpy.random.default_rng(seed)``, so they are the same for every
+    statistic over the same number of prompts (:func:`scipy.stats.bootstrap` draws them as
+    ``rng.integers(0, P, (n_boot, P))``).
+    """
+    from scipy import stats
+
+    if len(samples[0]) < 2:
+        return math.nan
+    res = stats.bootstrap(
+        tuple(samples),
+        statistic,
+        n_resamples=n_boot,
+        vectorized=True,
+        paired=True,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
+    return float(res.standard_error)
 
 
 def bootstrap_bpb_se(nll: np.ndarray, n_bytes: np.ndarray, n_boot: int, seed: int) -> float:
     """Bootstrap SE (ddof 1) of :func:`byte_weighted_bpb` over prompts; NaN for < 2 prompts."""
-    if len(nll) < 2:
-        return math.nan
-    idx = bootstrap_indices(len(nll), n_boot, seed)
-    ratios = nll[idx].sum(1) / (LN2 * n_bytes[idx].sum(1))
-    return float(ratios.std(ddof=1))
+    return _bootstrap_se((nll, n_bytes), _pooled_bpb, n_boot, seed)
 
 
-def bootstrap_mean_se(x: np.ndarray, n_boot: int, seed: int) -> float:
-    """Bootstrap SE (ddof 1) of the mean of ``x``; NaN for < 2 values."""
-    if len(x) < 2:
-        return math.nan
-    return float(x[bootstrap_indices(len(x), n_boot, seed)].mean(1).std(ddof=1))
+def bootstrap_paired_se(a: np.ndarray, b: np.ndarray, n_boot: int, seed: int) -> float:
+    """Bootstrap SE (ddof 1) of the mean of ``a - b`` (paired per prompt); NaN for < 2."""
+    return _bootstrap_se((a, b), _mean_difference, n_boot, seed)
 
 
 def bpb_table(
@@ -215,12 +244,13 @@ def paired_difference(
 ) -> dict[str, float | int]:
     """Mean over shared prompts of ``bpb_a - bpb_b``, its bootstrap SE, n and P(a better)."""
     m = a[["prompt_id", "bpb"]].merge(b[["prompt_id", "bpb"]], on="prompt_id")
-    d = (m["bpb_x"] - m["bpb_y"]).to_numpy(dtype=float)
+    bpb_a, bpb_b = m["bpb_x"].to_numpy(dtype=float), m["bpb_y"].to_numpy(dtype=float)
+    d = bpb_a - bpb_b
     if len(d) == 0:
         raise ValueError("paired difference over no shared prompts")
     return {
         "mean": float(d.mean()),
-        "se": bootstrap_mean_se(d, n_boot, seed),
+        "se": bootstrap_paired_se(bpb_a, bpb_b, n_boot, seed),
         "n": len(d),
         "frac_better": float((d < 0).mean()),
     }
@@ -274,7 +304,7 @@ def steps_curve(df: pd.DataFrame, method: str, base: pd.DataFrame) -> pd.DataFra
             {
                 "method": method,
                 "steps": t,
-                "bpb_mean": nll / (LN2 * nb),
+                "bpb_mean": bits_per_byte(nll, nb),
                 "avg_steps": taken / len(prompts),
             }
         )
@@ -293,19 +323,18 @@ class Report(NamedTuple):
     memory_curve: pd.DataFrame
     metrics: dict[str, Any]
     nan_prompts: dict[str, list[int]]
+    rows: list[Variant]
+    """The report rows (methods) in table order, with their labels."""
 
 
-def method_order(methods: Sequence[str], cfg: Mapping[str, Any]) -> list[str]:
-    """Canonical column order: base, us, nn, nn_f, sift, random, λ′ sweep, adaptive rows,
-    memory-subset variants (smallest memory first)."""
-    from testtime.methods import adaptive_name, selection_variants
-
-    known = [*METHOD_ORDER]
-    known += sorted((m for m in methods if m.startswith("sift_lam")), key=lambda m: float(m[8:]))
-    known += [adaptive_name(a) for a in cfg["select"]["adaptive_alphas"]]
-    subsets = [v for v in selection_variants(cfg) if v.memory_fraction < 1]
-    known += [v.name for v in sorted(subsets, key=lambda v: v.memory_fraction)]
-    return [m for m in known if m in methods] + sorted(set(methods) - set(known))
+def report_order(methods: Sequence[str], cfg: Mapping[str, Any]) -> list[Variant]:
+    """The report rows (:func:`testtime.methods.report_rows`) of ``methods``, in table order:
+    base, us, nn, nn_f, sift, random, λ′ sweep, adaptive rows, memory-subset variants (smallest
+    memory first). A method the config does not name is a ValueError."""
+    rows = {v.name: v for v in report_rows(cfg)}
+    if unknown := sorted(set(methods) - set(rows)):
+        raise ValueError(f"methods {unknown} are not report rows of this config")
+    return [v for name, v in rows.items() if name in methods]
 
 
 def _nan_to_none(x: Any) -> Any:
@@ -349,12 +378,13 @@ def build_report(
     loss in any method is left out of every method's numbers (and listed).
     """
     from testtime.finetune_inputs import adaptive_steps
-    from testtime.methods import adaptive_name, selection_variants
+    from testtime.methods import adaptive_variants, selection_variants
 
     validate_per_prompt(per_prompt)
     n_boot = int(cfg["report"]["bootstrap"])
     seed = int(cfg["seed"])
-    alphas = list(cfg["select"]["adaptive_alphas"])
+    adaptive_rows = adaptive_variants(cfg)
+    alphas = [v.alpha for v in adaptive_rows]
     configured = ["base", *(v.name for v in selection_variants(cfg))]
     partial = check_complete(per_prompt, configured, allow_partial=allow_partial)
     present = list(dict.fromkeys(per_prompt["method"]))
@@ -378,10 +408,9 @@ def build_report(
                 continue
             for a, stop in adaptive_steps(grp["variance"].to_numpy(), alphas).items():
                 stops_by_alpha.setdefault(a, {})[int(pid)] = stop
-        for a in alphas:
-            name = adaptive_name(a)
-            rows, bad = split_ok(rows_at_steps(per_prompt, "sift", stops_by_alpha[float(a)]))
-            results[name], nan_prompts[name] = rows, bad
+        for v in adaptive_rows:
+            at_stop = rows_at_steps(per_prompt, "sift", stops_by_alpha[v.alpha])
+            results[v.name], nan_prompts[v.name] = split_ok(at_stop)
 
     # one prompt set for every comparison: a NaN loss anywhere leaves the prompt out everywhere
     excluded = set().union(*nan_prompts.values())
@@ -390,7 +419,8 @@ def build_report(
         m: r[~r["prompt_id"].isin(excluded)].reset_index(drop=True) for m, r in results.items()
     }
     avg_steps = {m: float(r["steps"].mean()) if len(r) else math.nan for m, r in results.items()}
-    order = method_order(list(results), cfg)
+    rows = report_order(list(results), cfg)
+    order = [v.name for v in rows]
     results = {m: results[m] for m in order}
     domains = list(dict.fromkeys(per_prompt.sort_values("prompt_id")["domain"]))
     table = bpb_table(results, n_boot=n_boot, seed=seed, domains=domains)
@@ -429,14 +459,14 @@ def build_report(
     adaptive = pd.DataFrame(
         [
             {
-                "alpha": float(a),
-                "method": adaptive_name(a),
-                "avg_steps": avg_steps[adaptive_name(a)],
-                "bpb_mean": all_rows.loc[adaptive_name(a), "bpb_mean"],
-                "bpb_se": all_rows.loc[adaptive_name(a), "bpb_se"],
+                "alpha": v.alpha,
+                "method": v.name,
+                "avg_steps": avg_steps[v.name],
+                "bpb_mean": all_rows.loc[v.name, "bpb_mean"],
+                "bpb_se": all_rows.loc[v.name, "bpb_se"],
             }
-            for a in alphas
-            if adaptive_name(a) in all_rows.index
+            for v in adaptive_rows
+            if v.name in all_rows.index
         ],
         columns=["alpha", "method", "avg_steps", "bpb_mean", "bpb_se"],
     )
@@ -479,7 +509,7 @@ def build_report(
         "partial": _partial_record(partial, allow_partial),
     }
     return Report(
-        table, unc, steps, adaptive, sweep, memory_curve, _nan_to_none(metrics), nan_prompts
+        table, unc, steps, adaptive, sweep, memory_curve, _nan_to_none(metrics), nan_prompts, rows
     )
 
 
@@ -495,12 +525,19 @@ def memory_size_curve(
     both methods ran; columns :data:`MEMORY_CURVE_COLUMNS` (``sift_bpb``/``nn_bpb`` are
     byte-weighted over the prompts), smallest memory first.
     """
-    from testtime.methods import memory_variant_name
+    from testtime.methods import selection_variants
 
-    fractions = sorted(float(f) for f in cfg["select"]["memory_fractions"])
+    variants = selection_variants(cfg)
+    # (selector, share) -> name, for the whole memory the plain selector (no λ′ sweep variant)
+    by_share = {
+        (v.selector, v.memory_fraction): v.name
+        for v in variants
+        if v.memory_fraction < 1 or v.name == v.selector
+    }
+    fractions = sorted({v.memory_fraction for v in variants if v.memory_fraction < 1})
     rows = []
     for f in [*fractions, 1.0] if fractions else []:
-        sift, nn = (m if f == 1.0 else memory_variant_name(m, f) for m in ("sift", "nn"))
+        sift, nn = by_share.get(("sift", f)), by_share.get(("nn", f))
         if sift not in results or nn not in results:
             continue
         d = paired_difference(results[sift], results[nn], n_boot=n_boot, seed=seed)

@@ -13,7 +13,14 @@ from pathlib import Path
 import pytest
 
 from testtime.config import ConfigError, load_config, load_schema, validate_config
-from testtime.methods import SELECTOR_NAMES, adaptive_name, selection_variants, variant_by_name
+from testtime.methods import (
+    SELECTOR_NAMES,
+    SELECTOR_SPECS,
+    adaptive_name,
+    report_rows,
+    selection_variants,
+    variant_by_name,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -101,9 +108,47 @@ def test_load_config_overrides_and_missing_file(tmp_path: Path) -> None:
 
 def test_method_enum_matches_selector_registry() -> None:
     enum = load_schema()["properties"]["select"]["properties"]["methods"]["items"]["enum"]
+    assert enum == [s.name for s in SELECTOR_SPECS]
     assert tuple(enum) == SELECTOR_NAMES
     selection = pytest.importorskip("testtime.selection")
-    assert set(selection.SELECTORS) == set(SELECTOR_NAMES)
+    assert list(selection.SELECTORS) == enum
+    for spec in SELECTOR_SPECS:
+        assert selection.SELECTORS[spec.name] is getattr(selection, spec.function)
+
+
+def test_report_rows_carry_labels_and_parameters() -> None:
+    cfg = validate_config(
+        {
+            "select": {
+                "lam": 0.5,
+                "lam_sweep": [1.0, 0.1],
+                "adaptive_alphas": [2.0, 0.5],
+                "memory_fractions": [0.5, 0.25],
+            }
+        }
+    )
+    rows = report_rows(cfg)
+    assert [(v.name, v.label) for v in rows] == [
+        ("base", "Base"),
+        ("us", "US"),
+        ("nn", "NN"),
+        ("nn_f", "NN-F"),
+        ("sift", "SIFT"),
+        ("random", "Random"),
+        ("sift_lam0.1", "SIFT λ'=0.1"),
+        ("sift_lam1", "SIFT λ'=1"),
+        ("sift_adaptive_a2", "SIFT adaptive α=2"),
+        ("sift_adaptive_a0.5", "SIFT adaptive α=0.5"),
+        ("sift_mem0.25", "SIFT 25% memory"),
+        ("nn_mem0.25", "NN 25% memory"),
+        ("sift_mem0.5", "SIFT 50% memory"),
+        ("nn_mem0.5", "NN 50% memory"),
+    ]
+    by_name = {v.name: v for v in rows}
+    assert by_name["sift_lam0.1"][1:] == ("sift", "SIFT λ'=0.1", 0.1, 1.0, None)
+    assert by_name["sift_adaptive_a0.5"].alpha == 0.5
+    assert by_name["nn_mem0.25"][1:] == ("nn", "NN 25% memory", 0.5, 0.25, None)
+    assert by_name["base"].selector is None
 
 
 def test_variants_and_names() -> None:

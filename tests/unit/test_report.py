@@ -96,6 +96,27 @@ def test_paired_difference_is_mean_of_per_prompt_differences():
     assert d["se"] == pytest.approx(diffs[idx].mean(1).std(ddof=1))
 
 
+def test_bootstrap_se_of_a_large_sample_is_the_analytic_one():
+    """With many prompts the bootstrap SE of a mean is sigma / sqrt(P), of the byte-weighted
+    ratio sum(nll) / sum(bytes) the delta-method SE sqrt(sum(r_i^2)) / (ln 2 sum(bytes)) with
+    residuals r_i = nll_i - R bytes_i (R the pooled nats per byte)."""
+    rng = np.random.default_rng(1)
+    P = 3000
+    a = rng.normal(2.0, 0.5, P)
+    b = a + rng.normal(-0.1, 0.2, P)  # paired: b is a plus a small per-prompt change
+    d = pd.DataFrame({"prompt_id": range(P), "bpb": a})
+    e = pd.DataFrame({"prompt_id": range(P), "bpb": b})
+    got = paired_difference(d, e, n_boot=2000, seed=SEED)
+    assert got["se"] == pytest.approx(np.std(a - b, ddof=1) / math.sqrt(P), rel=0.06)
+    n_bytes = rng.integers(100, 1000, P).astype(float)
+    nll = LN2 * n_bytes * rng.normal(1.5, 0.3, P)
+    r = nll - nll.sum() / n_bytes.sum() * n_bytes
+    analytic = math.sqrt((r**2).sum()) / (LN2 * n_bytes.sum())
+    frame = pd.DataFrame({"domain": "A", "nll": nll, "n_bytes": n_bytes})
+    se = bpb_table({"m": frame}, n_boot=2000, seed=SEED, domains=["A"]).bpb_se.iloc[0]
+    assert se == pytest.approx(analytic, rel=0.06)
+
+
 def test_steps_curve_pools_prompts_and_carries_forward():
     df = _table()
     df = df[~((df.method == "nn") & (df.prompt_id == 3) & (df.steps == 2))]  # prompt 3 stopped
@@ -165,11 +186,37 @@ def test_report_numbers():
 
 def test_markdown_table_bolds_best_per_row():
     rep = build_report(_cfg(), _table(), {"sift": _selection()})
-    md = table_markdown(rep.bpb, ["base", "nn", "sift"])
+    md = table_markdown(rep.bpb, rep.rows)
     row_a = next(line for line in md.splitlines() if line.startswith("| A "))
     cells = [c.strip() for c in row_a.strip("|").split("|")]
     assert cells[0] == "A" and cells[3].startswith("**") and "**" not in cells[1] + cells[2]
     assert cells[1].startswith("275.0 (")  # 100 x (2*100 + 3*300)/400
+
+
+def _outputs(res, fig, *, lam_sweep=False, memory_curve=False) -> list[str]:
+    """`testtime report` output flags: every file under results dir ``res`` / figures ``fig``."""
+    files = {
+        "--bpb-csv": res / "bpb.csv",
+        "--metrics": res / "metrics.json",
+        "--uncertainty-csv": res / "uncertainty.csv",
+        "--bpb-vs-steps-csv": res / "bpb_vs_steps.csv",
+        "--table-md": fig / "bpb_table.md",
+        "--table-tex": fig / "bpb_table.tex",
+    }
+    argv = [str(x) for flag, path in files.items() for x in (flag, path)]
+    plots = {
+        "--uncertainty-plot": "uncertainty_vs_error",
+        "--steps-plot": "bpb_vs_steps",
+        "--adaptive-plot": "adaptive_compute",
+    }
+    for flag, stem in plots.items():
+        argv += [flag, str(fig / f"{stem}.png"), str(fig / f"{stem}.pdf")]
+    if lam_sweep:
+        argv += ["--lambda-sweep-plot", str(fig / "lambda_sweep.png")]
+    if memory_curve:
+        argv += ["--memory-curve-md", str(fig / "memory_curve.md")]
+        argv += ["--memory-curve-plot", str(fig / "memory_curve.png")]
+    return argv
 
 
 def test_cli_report_writes_every_file(tmp_path):
@@ -185,7 +232,7 @@ def test_cli_report_writes_every_file(tmp_path):
     res, fig = tmp_path / "results", tmp_path / "figures"
     code = main(["report", "--config", str(tmp_path / "c.yaml"), "--per-prompt",
                  str(tmp_path / "pp.parquet"), "--selections", str(tmp_path / "sift.parquet"),
-                 "--results-dir", str(res), "--figures-dir", str(fig)])  # fmt: skip
+                 *_outputs(res, fig, lam_sweep=True)])  # fmt: skip
     assert code == 0
     for name in ("bpb.csv", "metrics.json", "uncertainty.csv", "bpb_vs_steps.csv"):
         assert (res / name).stat().st_size > 0
@@ -237,8 +284,7 @@ def _report_argv(tmp_path, per_prompt, *extra):
     _selection().to_parquet(tmp_path / "sift.parquet")
     return ["report", "--config", str(tmp_path / "c.yaml"), "--per-prompt",
             str(tmp_path / "pp.parquet"), "--selections", str(tmp_path / "sift.parquet"),
-            "--results-dir", str(tmp_path / "results"), "--figures-dir",
-            str(tmp_path / "figures"), *extra]  # fmt: skip
+            *_outputs(tmp_path / "results", tmp_path / "figures"), *extra]  # fmt: skip
 
 
 def _files(root) -> dict[str, bytes]:
@@ -345,3 +391,28 @@ def test_full_disk_leaves_the_previous_report_whole(tmp_path):
     after = _files(tmp_path / "results") | _files(tmp_path / "figures")
     assert after == before
     assert list(tmp_path.rglob("*.tmp")) == []
+
+
+def test_optional_outputs_must_agree_with_the_config(tmp_path, capsys):
+    """--lambda-sweep-plot / --memory-curve-* exactly when the config has lam_sweep /
+    memory_fractions; figures are .png or .pdf; one file per output. Checked before any work."""
+    argv = _report_argv(tmp_path, _table())
+    cfg = yaml.safe_load((tmp_path / "c.yaml").read_text())
+    assert main([*argv, "--lambda-sweep-plot", str(tmp_path / "l.png")]) == 2
+    assert "leave --lambda-sweep-plot out" in capsys.readouterr().err
+    cfg["select"]["lam_sweep"] = [0.1]
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--lambda-sweep-plot is given exactly when the config has select.lam_sweep" in err
+    sweep = ["--lambda-sweep-plot", str(tmp_path / "l.svg")]
+    assert main([*argv, *sweep]) == 2
+    assert "a figure is written as .png or .pdf" in capsys.readouterr().err
+    sweep = ["--lambda-sweep-plot", str(tmp_path / "figures" / "bpb_vs_steps.png")]
+    assert main([*argv, *sweep]) == 2
+    assert "is also given as --steps-plot" in capsys.readouterr().err
+    assert not (tmp_path / "results").exists() and not (tmp_path / "figures").exists()
+    cfg["select"] |= {"lam_sweep": [], "memory_fractions": [0.5]}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    assert main([*argv, "--memory-curve-md", str(tmp_path / "m.md")]) == 2
+    assert "pass --memory-curve-plot" in capsys.readouterr().err

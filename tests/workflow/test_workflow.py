@@ -160,6 +160,25 @@ def test_dvc_and_snakemake_name_the_same_outputs() -> None:
     assert not empty, f"DVC outs that no Snakemake rule writes: {empty}"
 
 
+def test_dvc_stages_depend_on_the_whole_library_and_their_rules() -> None:
+    """Every DVC stage depends on src/testtime as a whole (no hand-kept module list to drift),
+    on common.smk and on the rules file that defines its Snakemake targets; every code dep
+    exists."""
+    dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    rules = {}
+    for smk in (REPO / "workflow" / "rules").glob("*.smk"):
+        rules |= {name: smk.name for name in re.findall(r"^rule (\w+):", smk.read_text(), re.M)}
+    for name, stage in dvc["stages"].items():
+        deps = stage["deps"]
+        code = [d for d in deps if not d.startswith(("data/", "results/"))]
+        assert [d for d in code if d.startswith("src/")] == ["src/testtime"], name
+        targets = stage["cmd"].split(" -- ")[0].split()[1:]  # ${smk} <allowed rules> -- <target>
+        smk = {f"workflow/rules/{rules[t]}" for t in targets}
+        assert set(code) - {"src/testtime"} == smk | {"workflow/rules/common.smk"}, name
+        assert all((REPO / d).exists() for d in code), name
+    assert "__pycache__/" in (REPO / ".dvcignore").read_text()
+
+
 def _report_outputs(workdir: Path) -> dict[str, pd.DataFrame]:
     results = workdir / "results" / "tiny"
     return {
@@ -408,6 +427,7 @@ def test_dvc_repro_and_experiments(clean_run: Path, tmp_path: Path) -> None:
 
     run("git", "init", "-q", "-b", "main")
     run("dvc", "init", "-q")
+    shutil.copy2(REPO / ".dvcignore", project / ".dvcignore")
     run("git", "add", "-A")
     run("git", "commit", "-qm", "workflow")
     first = run("dvc", "repro")

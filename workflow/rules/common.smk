@@ -1,5 +1,6 @@
 # Workflow-side Python: config validation, run paths, method variants, input functions.
 import re
+import shlex
 
 from snakemake.utils import min_version, validate
 
@@ -58,21 +59,10 @@ def finetune_shards(wildcards=None):
 
 
 def sift_selections(wildcards=None):
-    return [f"{DATA}/selections/{v}.parquet" for v in VARIANTS if v.startswith("sift")]
+    sift = [v.name for v in selection_variants(config) if v.selector == "sift"]
+    return [f"{DATA}/selections/{name}.parquet" for name in sift]
 
 
-REPORT_TABLES = [f"{RESULTS}/bpb.csv", f"{RESULTS}/metrics.json"]
-REPORT_PLOT_DATA = [f"{RESULTS}/uncertainty.csv", f"{RESULTS}/bpb_vs_steps.csv"]
-REPORT_FIGURES = [
-    f"{FIGURES}/bpb_table.md",
-    f"{FIGURES}/bpb_table.tex",
-    f"{FIGURES}/uncertainty_vs_error.png",
-    f"{FIGURES}/uncertainty_vs_error.pdf",
-    f"{FIGURES}/bpb_vs_steps.png",
-    f"{FIGURES}/bpb_vs_steps.pdf",
-    f"{FIGURES}/adaptive_compute.png",
-    f"{FIGURES}/adaptive_compute.pdf",
-]
 # Only a config that sweeps lambda' gets the sweep figure.
 LAMBDA_SWEEP_OUTPUT = (
     {"lambda_sweep": f"{FIGURES}/lambda_sweep.png"} if config["select"]["lam_sweep"] else {}
@@ -86,5 +76,18 @@ MEMORY_CURVE_OUTPUT = (
     if config["select"]["memory_fractions"]
     else {}
 )
-REPORT_FIGURES += list(LAMBDA_SWEEP_OUTPUT.values()) + list(MEMORY_CURVE_OUTPUT.values())
-REPORT_OUTPUTS = REPORT_TABLES + REPORT_PLOT_DATA + REPORT_FIGURES
+# The flags of the optional outputs (`testtime report` writes one iff its flag is given).
+OPTIONAL_REPORT_FLAGS = {
+    "lambda_sweep": "--lambda-sweep-plot",
+    "memory_curve_md": "--memory-curve-md",
+    "memory_curve_png": "--memory-curve-plot",
+}
+
+
+def optional_report_flags(wildcards, output):
+    """The flags of the optional outputs this config declares, with their (quoted) paths."""
+    return " ".join(
+        f"{flag} {shlex.quote(output.get(key))}"
+        for key, flag in OPTIONAL_REPORT_FLAGS.items()
+        if output.get(key) is not None
+    )

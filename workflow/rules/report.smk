@@ -1,4 +1,6 @@
 # Stage report: the paper's bits-per-byte table and figures, plus DVC metrics and plot data.
+# The rule's output is the one list of report files: the shell passes each to its flag, and
+# REPORT_OUTPUTS (targets of `all` and stage_report) is read from it.
 
 
 rule report:
@@ -47,8 +49,7 @@ rule report:
         **MEMORY_CURVE_OUTPUT,
     params:
         config=job_config("seed", "report", "select"),
-        results_dir=lambda wc, output: os.path.dirname(output.bpb),
-        figures_dir=lambda wc, output: os.path.dirname(output.table_md),
+        optional_outputs=optional_report_flags,
     conda:
         "../envs/testtime.yaml"
     log:
@@ -58,8 +59,17 @@ rule report:
     threads: 1
     shell:
         "testtime report --config-json {params.config:q} --per-prompt {input.per_prompt:q}"
-        " --selections {input.selections:q} --results-dir {params.results_dir:q}"
-        " --figures-dir {params.figures_dir:q} > {log:q} 2>&1"
+        " --selections {input.selections:q} --bpb-csv {output.bpb:q}"
+        " --metrics {output.metrics:q} --uncertainty-csv {output.uncertainty:q}"
+        " --bpb-vs-steps-csv {output.bpb_vs_steps:q} --table-md {output.table_md:q}"
+        " --table-tex {output.table_tex:q}"
+        " --uncertainty-plot {output.uncertainty_png:q} {output.uncertainty_pdf:q}"
+        " --steps-plot {output.steps_png:q} {output.steps_pdf:q}"
+        " --adaptive-plot {output.adaptive_png:q} {output.adaptive_pdf:q}"
+        " {params.optional_outputs} > {log:q} 2>&1"
+
+
+REPORT_OUTPUTS = [str(path) for path in rules.report.output]
 
 
 # Stage target (dvc.yaml runs one stage at a time through these).

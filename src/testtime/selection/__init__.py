@@ -39,6 +39,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from testtime.methods import SELECTOR_SPECS
 from testtime.selection.baselines import (
     nearest_neighbors,
     nearest_neighbors_fixed,
@@ -48,15 +49,21 @@ from testtime.selection.baselines import (
 from testtime.selection.posterior import IncrementalPosterior, Selection
 from testtime.selection.sift import adaptive_stop_steps, sift
 
-SELECTORS: dict[str, Callable[..., Selection]] = {
-    "sift": sift,
-    "nn": nearest_neighbors,
-    "nn_f": nearest_neighbors_fixed,
-    "us": uncertainty_sampling,
-    "random": random_selection,
+_FUNCTIONS = {
+    f.__name__: f
+    for f in (
+        sift,
+        nearest_neighbors,
+        nearest_neighbors_fixed,
+        uncertainty_sampling,
+        random_selection,
+    )
 }
-"""Selector by method name: ``f(queries, candidates, n, lam=...) -> Selection``; ``random``
-also takes ``generator=``."""
+SELECTORS: dict[str, Callable[..., Selection]] = {
+    s.name: _FUNCTIONS[s.function] for s in SELECTOR_SPECS
+}
+"""Selector by method name (from the registry :data:`testtime.methods.SELECTOR_SPECS`):
+``f(queries, candidates, n, lam=...) -> Selection``; ``random`` also takes ``generator=``."""
 
 __all__ = [
     "SELECTORS",
