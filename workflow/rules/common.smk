@@ -65,13 +65,32 @@ def sift_selections(wildcards=None):
 
 # Only a config that sweeps lambda' gets the sweep figure.
 LAMBDA_SWEEP_OUTPUT = (
-    {"lambda_sweep": f"{FIGURES}/lambda_sweep.png"} if config["select"]["lam_sweep"] else {}
+    {
+        "lambda_sweep": report(
+            f"{FIGURES}/lambda_sweep.png",
+            caption="../report/lambda_sweep.rst",
+            category="Figures",
+            labels={"name": "lambda' sweep"},
+        )
+    }
+    if config["select"]["lam_sweep"]
+    else {}
 )
 # Only a config with select.memory_fractions gets the memory-size curve.
 MEMORY_CURVE_OUTPUT = (
     {
-        "memory_curve_md": f"{FIGURES}/memory_curve.md",
-        "memory_curve_png": f"{FIGURES}/memory_curve.png",
+        "memory_curve_md": report(
+            f"{FIGURES}/memory_curve.md",
+            caption="../report/memory_curve.rst",
+            category="Tables",
+            labels={"name": "memory curve (markdown)"},
+        ),
+        "memory_curve_png": report(
+            f"{FIGURES}/memory_curve.png",
+            caption="../report/memory_curve.rst",
+            category="Figures",
+            labels={"name": "memory curve"},
+        ),
     }
     if config["select"]["memory_fractions"]
     else {}

@@ -8,6 +8,8 @@ rule report:
         per_prompt=rules.aggregate.output.per_prompt,
         selections=sift_selections,
     output:
+        **LAMBDA_SWEEP_OUTPUT,
+        **MEMORY_CURVE_OUTPUT,
         bpb=report(
             f"{RESULTS}/bpb.csv",
             caption="../report/bpb.rst",
@@ -45,18 +47,16 @@ rule report:
             labels={"name": "adaptive compute"},
         ),
         adaptive_pdf=f"{FIGURES}/adaptive_compute.pdf",
-        **LAMBDA_SWEEP_OUTPUT,
-        **MEMORY_CURVE_OUTPUT,
-    params:
-        config=job_config("seed", "report", "select"),
-        optional_outputs=optional_report_flags,
-    conda:
-        "../envs/testtime.yaml"
     log:
         f"{LOGS}/report.log",
     benchmark:
         f"{BENCH}/report.tsv"
+    conda:
+        "../envs/testtime.yaml"
     threads: 1
+    params:
+        config=job_config("seed", "report", "select"),
+        optional_outputs=optional_report_flags,
     shell:
         "testtime report --config-json {params.config:q} --per-prompt {input.per_prompt:q}"
         " --selections {input.selections:q} --bpb-csv {output.bpb:q}"
@@ -74,6 +74,6 @@ REPORT_OUTPUTS = [str(path) for path in rules.report.output]
 
 # Stage target (dvc.yaml runs one stage at a time through these).
 rule stage_report:
-    localrule: True
     input:
         REPORT_OUTPUTS,
+    localrule: True
