@@ -110,15 +110,29 @@ def validate_config(config: Mapping[str, Any], *, partial: bool = False) -> dict
     return cfg
 
 
+def get_dotted(mapping: Mapping[str, Any], dotted: str, default: Any = None) -> Any:
+    """Value at a dotted path of nested mappings; ``default`` when any part is missing.
+
+    >>> get_dotted({"meta": {"pile_set_name": "Github"}}, "meta.pile_set_name")
+    'Github'
+    >>> get_dotted({"meta": None}, "meta.pile_set_name") is None
+    True
+    """
+    node: Any = mapping
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return default
+        node = node[part]
+    return node
+
+
+_MISSING = object()
+
+
 def _has(cfg: Mapping[str, Any], *dotted: str) -> bool:
-    """Whether every dotted key is present (always, after defaults; maybe not in a slice)."""
-    for key in dotted:
-        node: Any = cfg
-        for part in key.split("."):
-            if not isinstance(node, Mapping) or part not in node:
-                return False
-            node = node[part]
-    return True
+    """Whether every dotted key is present (always, after defaults; maybe not in a slice); a
+    key present with the value None counts as present."""
+    return all(get_dotted(cfg, key, _MISSING) is not _MISSING for key in dotted)
 
 
 def _check_cross_field(cfg: dict[str, Any]) -> None:

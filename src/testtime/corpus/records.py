@@ -12,23 +12,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from testtime.config import get_dotted
 from testtime.corpus.split import DocumentCollector
-
-
-def get_dotted(record: Mapping[str, Any], dotted: str) -> Any:
-    """Value at a dotted path of nested mappings; None when any part is missing.
-
-    >>> get_dotted({"meta": {"pile_set_name": "Github"}}, "meta.pile_set_name")
-    'Github'
-    >>> get_dotted({"meta": None}, "meta.pile_set_name") is None
-    True
-    """
-    node: Any = record
-    for part in dotted.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return None
-        node = node[part]
-    return node
 
 
 def open_source(data_cfg: Mapping[str, Any]) -> tuple[Any, str]:
