@@ -17,7 +17,7 @@ import pytest
 from testtime.cli import main
 from testtime.config import validate_config
 from testtime.corpus import DemoRoots, build_corpus
-from testtime.corpus.demo import man_to_text, sections
+from testtime.corpus.demo import _distributions, man_to_text, sections
 
 WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
 
@@ -56,7 +56,22 @@ def make_tree(root: Path, n: int = 8) -> DemoRoots:
     )
     (pip / "LICENSE.txt").write_text(f"PIPLICENCE {_prose(78)}")
     _record(pip, ["LICENSE.txt"])
+    # the project requires pkg0..pkg{n-1}; "stray" was pip-installed by hand: not read
+    _dist(site, "testtime", "0.1.0", [f"pkg{i}" for i in range(n)])
+    stray = _dist(site, "stray", "1.0", body=_prose(88))
+    (stray / "LICENSE").write_text(f"STRAYLICENCE {_prose(89)}")
+    _record(stray, ["LICENSE"])
     return DemoRoots(stdlib, (site,), None)
+
+
+def _dist(site: Path, name: str, version: str, requires=(), body: str = "") -> Path:
+    """A ``<name>-<version>.dist-info`` with a METADATA file; returns the dist-info dir."""
+    info = site / f"{name}-{version}.dist-info"
+    info.mkdir(parents=True)
+    head = ["Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}"]
+    head += [f"Requires-Dist: {r}" for r in requires]
+    (info / "METADATA").write_text("\n".join(head) + f"\n\n{body}\n")
+    return info
 
 
 def _record(info: Path, names: list[str]) -> None:
@@ -87,6 +102,7 @@ def test_splits_disjoint_counts_and_deterministic(tmp_path):
     assert docs["text"].map(lambda t: " ".join(t.split())).is_unique
     assert not docs["text"].str.contains("TESTSUITE").any()
     assert not docs["text"].str.contains("PIPLICENCE|alpha77").any()  # pip is not pinned
+    assert not docs["text"].str.contains("STRAYLICENCE|alpha88").any()  # not a dependency
     # source names are relative to their root: the same on every machine and clone
     assert docs["source"].str.match(r"^(stdlib/|docstrings:stdlib/|metadata:|site-packages/)").all()
     again = build_corpus(config(), roots).documents
@@ -127,6 +143,39 @@ def test_missing_source_and_unknown_domain(tmp_path):
         build_corpus(config(domains=["Enron Emails"]), make_tree(tmp_path))
     with pytest.raises(ValueError, match="data.domains.*Ubuntu IRC"):
         build_corpus(config(domains=["Ubuntu IRC"]), make_tree(tmp_path / "b"))
+
+
+def test_distributions_are_the_dependency_closure_of_testtime(tmp_path):
+    """Only what testtime[dev,bench,slurm] requires, recursively, is read; not a package a
+    user installed by hand, nor one behind an extra or marker that does not apply."""
+    site = tmp_path / "site"
+    _dist(
+        site,
+        "testtime",
+        "0.1.0",
+        [
+            "A_Pkg>=1",  # canonicalised: installed as "a.pkg"
+            'h; extra == "dev"',  # an extra make install chooses
+            'd; extra == "gpu"',  # an extra it does not
+            'e; python_version < "3"',  # a marker that is false
+            "not-installed",  # nothing to read; the walk ends there
+            "pip",  # in the closure, but never read (not pinned by the lock file)
+        ],
+    )
+    _dist(site, "a.pkg", "1.0", ["b[x]"])
+    _dist(site, "b", "2.0", ['f; extra == "x"', 'g; extra == "y"'])
+    for name in ["c", "d", "e", "f", "g", "h", "pip"]:
+        _dist(site, name, "1.0")
+    roots = DemoRoots(tmp_path / "stdlib", (site,), None)
+    selected = [(d.metadata["Name"], d.version) for d in _distributions(roots)]
+    assert selected == [("a.pkg", "1.0"), ("b", "2.0"), ("f", "1.0"), ("h", "1.0")]
+    # without an installed testtime there is no closure: a clear error, not every package
+    (site / "testtime-0.1.0.dist-info" / "METADATA").unlink()
+    (site / "testtime-0.1.0.dist-info").rmdir()
+    with pytest.raises(ValueError, match=r"'testtime'.*not installed.*make install"):
+        _distributions(roots)
+    with pytest.raises(ValueError, match="make install"):
+        build_corpus(config(domains=["FreeLaw"]), roots)
 
 
 def test_math_documents_seeded():

@@ -1,8 +1,10 @@
 """Local text sources of the offline demo corpus, one per Pile-named domain.
 
 By default everything is read from what the project's own install put on the machine: the
-Python standard library and the distributions of the venv's site-packages that the lock file
-pins. A system share directory (``data.demo.share_dir``, e.g. ``/usr/share``) is opt-in: its
+Python standard library and, from the venv's site-packages, the installed distributions in the
+dependency closure of ``testtime[dev,bench,slurm]`` (the extras ``make install`` installs, whose
+versions it pins through the lock file); a package installed into the venv by hand is not read.
+A system share directory (``data.demo.share_dir``, e.g. ``/usr/share``) is opt-in: its
 files depend on the host's packages, so a corpus that reads it is no longer a function of the
 lock file and the Python minor version alone.
 
@@ -33,6 +35,8 @@ from functools import partial
 from importlib import metadata
 from pathlib import Path
 
+from packaging.requirements import Requirement
+
 Candidate = tuple[str, Callable[[], str | None]]
 
 EXCLUDED_DIRS = frozenset({"test", "tests", "site-packages", "dist-packages", "__pycache__"})
@@ -44,6 +48,10 @@ MAN_SECTIONS = ("man1", "man5", "man8")
 # Installed by the venv bootstrap or as the project itself, not pinned by the lock file: their
 # files change with the day of install (pip, setuptools, wheel) or with every edit (testtime).
 UNPINNED_DISTRIBUTIONS = frozenset({"pip", "setuptools", "wheel", "testtime"})
+# The distribution whose dependency closure the demo reads, with the extras the Makefile's
+# ``make install`` installs (``pip install -e ".[dev,bench,slurm]"``; not ``gpu``).
+PROJECT_DISTRIBUTION = "testtime"
+INSTALL_EXTRAS = ("dev", "bench", "slurm")
 
 
 @dataclass(frozen=True)
@@ -137,13 +145,64 @@ def _canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+def _requirements(
+    dists: list[metadata.Distribution], extras: frozenset[str]
+) -> list[tuple[str, frozenset[str]]]:
+    """(name, extras) of the requirements of ``dists`` that apply here with ``extras`` chosen."""
+    out = []
+    for dist in dists:
+        for line in dist.requires or ():
+            req = Requirement(line)
+            applies = req.marker is None or any(
+                req.marker.evaluate({"extra": extra}) for extra in ("", *sorted(extras))
+            )
+            if applies:
+                out.append((_canonical(req.name), frozenset(req.extras)))
+    return out
+
+
+def _dependency_closure(
+    installed: dict[str, list[metadata.Distribution]], root: str, extras: tuple[str, ...]
+) -> set[str]:
+    """Canonical names of the installed distributions ``root[extras]`` requires, recursively.
+
+    Markers are evaluated for this interpreter, with ``extra`` set to each extra requested on
+    the requirement (``foo[bar]``); requirements of distributions that are not installed end
+    the walk there. ``root`` itself is in the result.
+    """
+    done: set[tuple[str, str]] = set()
+    todo = [(_canonical(root), frozenset(extras))]
+    while todo:
+        name, wanted = todo.pop()
+        new = {e for e in ("", *wanted) if (name, e) not in done}
+        if not new or name not in installed:
+            continue
+        done.update((name, e) for e in new)
+        todo.extend(_requirements(installed[name], frozenset(e for e in new if e)))
+    return {name for name, _ in done}
+
+
 def _distributions(roots: DemoRoots) -> list[metadata.Distribution]:
-    """Installed distributions pinned by the lock file, sorted by (name, version)."""
-    dists = metadata.distributions(path=[str(p) for p in roots.site_packages])
+    """Installed distributions of ``testtime[dev,bench,slurm]``'s dependency closure.
+
+    Sorted by (name, version), without :data:`UNPINNED_DISTRIBUTIONS`. ``make install``
+    installs exactly this closure at the lock file's versions, so a package a user adds to
+    the venv by hand changes no document.
+    """
+    installed: dict[str, list[metadata.Distribution]] = {}
+    for d in metadata.distributions(path=[str(p) for p in roots.site_packages]):
+        if d.metadata["Name"]:
+            installed.setdefault(_canonical(d.metadata["Name"]), []).append(d)
+    if PROJECT_DISTRIBUTION not in installed:
+        # a ValueError: the CLI reports it as a one-line error, not a traceback
+        raise ValueError(
+            f"the demo corpus reads the dependencies of the installed {PROJECT_DISTRIBUTION!r} "
+            f"distribution, which is not installed in {[str(p) for p in roots.site_packages]}; "
+            'run `make install` (or `pip install -e ".[dev,bench,slurm]"`) first'
+        )
+    closure = _dependency_closure(installed, PROJECT_DISTRIBUTION, INSTALL_EXTRAS)
     by_name = {
-        (_canonical(d.metadata["Name"] or ""), d.version): d
-        for d in dists
-        if d.metadata["Name"] and _canonical(d.metadata["Name"]) not in UNPINNED_DISTRIBUTIONS
+        (name, d.version): d for name in closure - UNPINNED_DISTRIBUTIONS for d in installed[name]
     }
     return [by_name[k] for k in sorted(by_name)]
 
