@@ -7,8 +7,8 @@ BIN := $(VENV)/bin
 LOCK ?= requirements/lock-cpu.txt
 CORES ?= all
 STAMP := $(VENV)/.installed
-# snakefmt lives in its own venv: the demo corpus reads .venv's lock-pinned site-packages, so one
-# more package there would change the demo's documents and so its numbers.
+# snakefmt lives in its own venv: the demo corpus reads the installed dependency closure of
+# testtime[dev,bench,slurm], so a new dev dependency would change the demo's documents and numbers.
 LINT_VENV ?= .venv-lint
 LINT_LOCK ?= requirements/lock-lint.txt
 LINT_STAMP := $(LINT_VENV)/.installed
