@@ -166,12 +166,9 @@ def byte_weighted_bpb(nll: np.ndarray, n_bytes: np.ndarray) -> float:
     return float(bits_per_byte(np.sum(nll), np.sum(n_bytes)))
 
 
-_bits_per_byte = np.vectorize(bits_per_byte, otypes=[float])
-
-
 def _pooled_bpb(nll: np.ndarray, n_bytes: np.ndarray, axis: int = -1) -> np.ndarray:
     """:func:`byte_weighted_bpb` along ``axis`` (for every bootstrap resample at once)."""
-    return _bits_per_byte(np.sum(nll, axis=axis), np.sum(n_bytes, axis=axis))
+    return bits_per_byte(np.sum(nll, axis=axis), np.sum(n_bytes, axis=axis))
 
 
 def _mean_difference(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
