@@ -70,9 +70,8 @@ class TrainSettings:
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> TrainSettings:
+        """From a config loaded through the schema (which limits the optimizer to adam/adamw)."""
         ft = cfg["finetune"]
-        if ft["optimizer"] not in ("adam", "adamw"):
-            raise ValueError(f"config key 'finetune.optimizer': unknown {ft['optimizer']!r}")
         return cls(
             optimizer=ft["optimizer"],
             lr=float(ft["lr"]),
