@@ -95,6 +95,15 @@ def selection_variants(config: Mapping[str, Any]) -> list[Variant]:
     return out
 
 
+def finetuned_method_names(config: Mapping[str, Any]) -> list[str]:
+    """Every method with fine-tuning results: ``base`` and each selection variant, in order.
+
+    >>> finetuned_method_names({"select": {"methods": ["sift", "nn"], "lam": 1.0}})
+    ['base', 'sift', 'nn']
+    """
+    return [BASE.name, *(v.name for v in selection_variants(config))]
+
+
 def adaptive_variants(config: Mapping[str, Any]) -> list[Variant]:
     """Report rows of adaptive SIFT, one per ``select.adaptive_alphas`` value (config order).
 

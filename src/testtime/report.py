@@ -29,7 +29,13 @@ import numpy as np
 import pandas as pd
 
 from testtime.bpb import bits_per_byte
-from testtime.methods import Variant, report_rows
+from testtime.methods import (
+    Variant,
+    adaptive_variants,
+    finetuned_method_names,
+    report_rows,
+    selection_variants,
+)
 
 KEY = ["prompt_id", "method", "steps"]
 
@@ -375,14 +381,13 @@ def build_report(
     loss in any method is left out of every method's numbers (and listed).
     """
     from testtime.finetune_inputs import adaptive_steps
-    from testtime.methods import adaptive_variants, selection_variants
 
     validate_per_prompt(per_prompt)
     n_boot = int(cfg["report"]["bootstrap"])
     seed = int(cfg["seed"])
     adaptive_rows = adaptive_variants(cfg)
     alphas = [v.alpha for v in adaptive_rows]
-    configured = ["base", *(v.name for v in selection_variants(cfg))]
+    configured = finetuned_method_names(cfg)
     partial = check_complete(per_prompt, configured, allow_partial=allow_partial)
     present = list(dict.fromkeys(per_prompt["method"]))
     common = set.intersection(
@@ -522,8 +527,6 @@ def memory_size_curve(
     both methods ran; columns :data:`MEMORY_CURVE_COLUMNS` (``sift_bpb``/``nn_bpb`` are
     byte-weighted over the prompts), smallest memory first.
     """
-    from testtime.methods import selection_variants
-
     variants = selection_variants(cfg)
     # (selector, share) -> name, for the whole memory the plain selector (no λ′ sweep variant)
     by_share = {

@@ -6,7 +6,7 @@ from snakemake.utils import min_version, validate
 
 from testtime.config import SCHEMA_PATH, config_slice_json, validate_config
 from testtime.device import uses_gpu
-from testtime.methods import selection_variants
+from testtime.methods import finetuned_method_names, selection_variants
 
 min_version("9.0")
 
@@ -21,7 +21,8 @@ FIGURES = f"figures/{NAME}"
 LOGS = f"logs/{NAME}"
 BENCH = f"benchmarks/{NAME}"
 
-VARIANTS = [v.name for v in selection_variants(config)]
+SELECTION_VARIANTS = selection_variants(config)
+VARIANTS = [v.name for v in SELECTION_VARIANTS]
 MEMORY_SHARDS = list(range(config["embed"]["shards"]))
 PROMPT_SHARDS = list(range(config["finetune"]["shards"]))
 # Jobs claim the `gpu` resource only where they will use one (the local profile caps it at 1).
@@ -52,14 +53,15 @@ def memory_embeddings(wildcards=None):
 
 
 def finetune_shards(wildcards=None):
-    methods = ["base", *VARIANTS]
     return expand(
-        f"{DATA}/finetune/{{method}}/shard-{{shard}}.parquet", method=methods, shard=PROMPT_SHARDS
+        f"{DATA}/finetune/{{method}}/shard-{{shard}}.parquet",
+        method=finetuned_method_names(config),
+        shard=PROMPT_SHARDS,
     )
 
 
 def sift_selections(wildcards=None):
-    sift = [v.name for v in selection_variants(config) if v.selector == "sift"]
+    sift = [v.name for v in SELECTION_VARIANTS if v.selector == "sift"]
     return [f"{DATA}/selections/{name}.parquet" for name in sift]
 
 

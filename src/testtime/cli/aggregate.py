@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> None:
     import pandas as pd
 
     from testtime.io import AtomicGroup, check_output
-    from testtime.methods import selection_variants
+    from testtime.methods import finetuned_method_names
     from testtime.report import aggregate, check_complete
 
     cfg = load_cli_config(args)
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> None:
         if not Path(args.prompts).is_file():
             raise FileNotFoundError(f"--prompts {args.prompts!r} does not exist")
         prompt_ids = pd.read_parquet(args.prompts, columns=["prompt_id"])["prompt_id"].tolist()
-    methods = ["base", *(v.name for v in selection_variants(cfg))]
+    methods = finetuned_method_names(cfg)
     partial = check_complete(table, methods, prompt_ids, allow_partial=args.allow_partial)
     with AtomicGroup() as out:
         out.write_parquet(args.out, table)
