@@ -51,8 +51,9 @@ format: $(STAMP) $(LINT_STAMP)
 	$(BIN)/ruff check --fix .
 
 bench: $(STAMP)
-	$(BIN)/python bench/selection.py
-	$(BIN)/python bench/finetune.py
+	$(BIN)/testtime bench selection
+	$(BIN)/testtime bench finetune
+	$(BIN)/testtime bench lora
 
 # Re-pin every dependency after editing pyproject.toml (CPU torch kept at the local build).
 lock: $(STAMP)

@@ -15,7 +15,7 @@ under bf16 autocast (``--skip-fp32``: only those). On CUDA also the model FLOPs 
 
 Run::
 
-    python bench/finetune.py                         # CPU, 8 prompts x 10 steps, demo model
+    testtime bench finetune                          # CPU, 8 prompts x 10 steps, demo model
     testtime bench finetune --bf16 --threads 2
     testtime bench finetune --device cuda --n-layer 12 --n-embd 768 --n-head 12 \\
         --context 1024 --vocab 50257 --eval-tokens 1024 --steps 50 --batch-prompts 8 \\
@@ -36,7 +36,7 @@ from testtime.bpb import bits_per_byte
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="bench/finetune.py", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="testtime bench finetune", description=__doc__.splitlines()[0])
     p.add_argument("--prompts", type=int, default=8, help="test prompts")
     p.add_argument("--steps", type=int, default=10, help="gradient steps per prompt")
     p.add_argument("--n-layer", type=int, default=4)

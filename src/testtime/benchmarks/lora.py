@@ -16,7 +16,7 @@ backward pass computes activation gradients, 2·params per token, but no weight 
 Presets: ``demo`` (the demo model: 4 layers, d=256, context 256, vocab 8192) and
 ``gpt2-small`` (12 layers, d=768, context 1024, vocab 50257, 124M parameters). Run::
 
-    python bench/lora.py                                   # CPU, demo model, B=16
+    testtime bench lora                                    # CPU, demo model, B=16
     testtime bench lora --preset gpt2-small --prompts 4 --steps 2 --batch-prompts 4
     testtime bench lora --device cuda --bf16 --preset gpt2-small --prompts 64 \\
         --batch-prompts 32 --seq-len 512                   # GPU: target >= 5x at B=32
@@ -39,7 +39,7 @@ PRESETS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="bench/lora.py", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="testtime bench lora", description=__doc__.splitlines()[0])
     p.add_argument("--preset", choices=sorted(PRESETS), default="demo", help="model size")
     p.add_argument("--prompts", type=int, default=16, help="test prompts P")
     p.add_argument("--steps", type=int, default=3, help="gradient steps per prompt N")

@@ -3,8 +3,8 @@
 Measures, on identical inputs in one run, the wall time of our batched ``sift`` and of the
 reference library activeft (``pip install activeft``, a bench-only dependency: the ``bench``
 extra) selecting n points for each of B queries from its own K candidates, and checks that both
-reach the same final posterior variance σ²(x* | X_n) per query. Defaults are the issue's
-setting: B=32, K=200, d=768, n=50, lam=0.1, CPU, 1 torch thread for both sides.
+reach the same final posterior variance σ²(x* | X_n) per query. Defaults are the CPU setting of
+docs/performance.md: B=32, K=200, d=768, n=50, lam=0.1, CPU, 1 torch thread for both sides.
 
 activeft is driven through its own public pieces, one query at a time, exactly as its
 ``Retriever.batch_search`` does after the Faiss step: ``ActiveDataLoader(Dataset(V), n,
@@ -14,8 +14,8 @@ values are −σ²(x* | first i points), so its final variance is ``-values[-1]`
 
 Run::
 
-    testtime bench selection                      # CPU, the setting
-    python bench/selection.py --repeats 5
+    testtime bench selection                      # CPU, the default setting
+    testtime bench selection --repeats 5
     testtime bench selection --device cuda --batch 10000 --k 1000 --dim 1024 --baseline none
 
 What bounds the CPU speed-up: activeft spends ~15 ms per query in per-step Python and
