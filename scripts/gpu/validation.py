@@ -1,9 +1,9 @@
 """The GPU validation run (issue 12) as one prepared script: benchmarks and workflow stages on
 one CUDA device, each item timed, failures caught and reported, numbers gathered in one JSON.
 
-Run through ``scripts/gpu-validation.sh OUT`` (which also runs the GPU tests), or directly:
+Run through ``scripts/gpu/validate.sh OUT`` (which also runs the GPU tests), or directly:
 
-    python scripts/gpu_validation.py --out OUT [--only selection-default finetune-b8 ...]
+    python scripts/gpu/validation.py --out OUT [--only selection-default finetune-b8 ...]
 
 Items (``--list``): selection at the issue's CPU setting with activeft on the same GPU, and at
 the GPU target shape (10,000 prompts, K=1,000, d=1,024, N=50: GPU-resident and end to end from
@@ -25,8 +25,8 @@ import time
 import traceback
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # scripts/ importable (gpu_stages)
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/gpu/ importable (stages)
 
 # name -> (benchmark, its arguments); SHAPES fills in the sizes (GPU run or --smoke on a CPU)
 SHAPES = {
@@ -108,11 +108,11 @@ def _bench_item(name: str, shapes: dict, device: str):
 
 def _stages(name: str, pretrain: bool = False):
     def run(json_path: str, out: Path, shapes: dict, device: str) -> int:
-        import gpu_stages
+        import stages
 
         data = ROOT / "data" / name
         batch = shapes[f"{name}_batch"]
-        status = gpu_stages.main(
+        status = stages.main(
             ["--data", str(data), "--device", device, "--batch-prompts", str(batch),
              "--out", str(out / name), "--json", json_path]
         )  # fmt: skip

@@ -8,7 +8,7 @@ artifacts (candidates, embeddings, base model, prompts, memory; made on any mach
 ``snakemake stage_index stage_pretrain``) are read from ``--data``; the config is the run's
 resolved config with ``device`` (and optionally ``finetune.batch_prompts``) overridden.
 
-    python scripts/gpu_stages.py --data data/tiny --device cuda --batch-prompts 8 \\
+    python scripts/gpu/stages.py --data data/tiny --device cuda --batch-prompts 8 \\
         --out /tmp/tiny-gpu [--stages select finetune report] [--json times.json]
 """
 

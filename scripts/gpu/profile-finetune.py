@@ -1,7 +1,7 @@
 """Where a fine-tuning step's time goes: torch.profiler over our batched path and the naive
 loop on the benchmark's model (default GPT-2 124M, context 1,024), GPU kernel time against wall.
 
-    python scripts/profile_finetune.py --device cuda --batch-prompts 8 --steps 6 [--out DIR]
+    python scripts/gpu/profile-finetune.py --device cuda --batch-prompts 8 --steps 6 [--out DIR]
 
 Prints, per side, wall time per step, the summed GPU kernel time per step (busy fraction) and
 the top operators by GPU time and by CPU time; with --out also writes both tables.
