@@ -13,6 +13,17 @@ from typing import Any
 NOISY_LIBRARIES = ("peft", "transformers", "torch", "sentence_transformers", "huggingface_hub")
 
 
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Help that appends each option's default where it has one (not None, False or required)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        unset = action.default is None or action.default is False
+        if not (unset or action.default == argparse.SUPPRESS or action.required):
+            text += " (default: %(default)s)"
+        return text
+
+
 def add_config_argument(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--config", help="workflow config YAML (validated, defaults filled)")

@@ -14,7 +14,12 @@ from __future__ import annotations
 
 import argparse
 
-from testtime.cli._common import add_verbose_argument, device, schema_default
+from testtime.cli._common import (
+    DefaultsHelpFormatter,
+    add_verbose_argument,
+    device,
+    schema_default,
+)
 
 HELP = "test-time fine-tune on your prompt with SIFT-selected memory and generate"
 SELECTORS = ("sift", "nn", "nn_f", "us", "random")  # testtime.selection.SELECTORS
@@ -26,7 +31,8 @@ TUNER_OPTIONS += ("device", "seed")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.formatter_class = argparse.ArgumentDefaultsHelpFormatter
+    parser.formatter_class = DefaultsHelpFormatter
+    parser.epilog = "Defaults are the workflow config schema's (select.*, finetune.*)."
     parser.add_argument("--model", required=True, help="causal LM: directory or hub id")
     parser.add_argument("--memory", required=True, help="memory directory (testtime memory build)")
     parser.add_argument("--prompt", required=True, help="the prompt")
@@ -41,32 +47,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--n",
         type=int,
         default=schema_default("select.n"),
-        help="sequences selected = gradient steps",
+        help="sequences selected = gradient steps (select.n)",
     )
     parser.add_argument(
-        "--lam", type=float, default=schema_default("select.lam"), help="SIFT noise lambda'"
+        "--lam",
+        type=float,
+        default=schema_default("select.lam"),
+        help="SIFT noise lambda' (select.lam)",
     )
     parser.add_argument("--alpha", type=float, default=None, help="adaptive SIFT stop (optional)")
     parser.add_argument(
         "--k",
         type=int,
         default=schema_default("select.k"),
-        help="candidates pre-selected (Faiss)",
+        help="candidates pre-selected by Faiss (select.k)",
     )
     parser.add_argument(
         "--mode",
         default=schema_default("finetune.mode"),
         choices=MODES,
-        help="weights trained: all, LoRA adapters, or the head",
+        help="weights trained: all, LoRA adapters, or the head (finetune.mode)",
     )
     parser.add_argument(
-        "--lr", type=float, default=schema_default("finetune.lr"), help="optimizer step size"
+        "--lr", type=float, default=schema_default("finetune.lr"), help="step size (finetune.lr)"
     )
     parser.add_argument(
         "--optimizer",
         default=schema_default("finetune.optimizer"),
         choices=("adam", "adamw"),
-        help="optimizer",
+        help="optimizer (finetune.optimizer)",
     )
     parser.add_argument("--max-new-tokens", type=int, default=64, help="tokens to generate")
     parser.add_argument("--embedder", default=None, help="must equal the memory's embedder")

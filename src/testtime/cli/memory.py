@@ -14,7 +14,12 @@ from __future__ import annotations
 
 import argparse
 
-from testtime.cli._common import add_verbose_argument, device, schema_default
+from testtime.cli._common import (
+    DefaultsHelpFormatter,
+    add_verbose_argument,
+    device,
+    schema_default,
+)
 
 HELP = "build (or append to) a memory of your documents: sequences, embeddings, Faiss index"
 SUFFIXES = ".txt,.text,.md,.markdown,.mdown,.rst,.adoc,.org,.tex"  # memory.TEXT_SUFFIXES
@@ -29,8 +34,12 @@ def _suffixes(value: str) -> tuple[str, ...]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="memory_command", required=True, metavar="ACTION")
-    fmt = argparse.ArgumentDefaultsHelpFormatter
-    b = sub.add_parser("build", help="build or append to a memory directory", formatter_class=fmt)
+    b = sub.add_parser(
+        "build",
+        help="build or append to a memory directory",
+        formatter_class=DefaultsHelpFormatter,
+        epilog="Defaults are the workflow config schema's (data.seq_len, embed.*, index.*).",
+    )
     b.add_argument(
         "--input",
         required=True,
@@ -38,13 +47,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(see --suffixes), or a Hugging Face dataset name (name or name:config)",
     )
     b.add_argument(
-        "--model", default=schema_default("embed.model"), help="embedding model: minilm or a dir"
+        "--model",
+        default=schema_default("embed.model"),
+        help="embedding model: minilm or a dir (embed.model)",
     )
     b.add_argument(
         "--tokenizer", required=True, help="the target model (dir or hub id) whose tokenizer cuts"
     )
     b.add_argument(
-        "--seq-len", type=int, default=schema_default("data.seq_len"), help="tokens per sequence"
+        "--seq-len",
+        type=int,
+        default=schema_default("data.seq_len"),
+        help="tokens per sequence (data.seq_len)",
     )
     b.add_argument("--out", required=True, help="memory directory (created or appended to)")
     b.add_argument("--text-column", default="text", help="text column of a file or dataset")
@@ -63,28 +77,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--index",
         default=schema_default("index.type"),
         choices=["flat", "ivf", "ivfpq"],
-        help="Faiss index type",
+        help="Faiss index type (index.type)",
     )
     b.add_argument(
-        "--nlist", type=int, default=schema_default("index.nlist"), help="IVF cells (ivf, ivfpq)"
+        "--nlist", type=int, default=schema_default("index.nlist"), help="IVF cells (index.nlist)"
     )
     b.add_argument(
-        "--nprobe", type=int, default=schema_default("index.nprobe"), help="IVF cells probed"
+        "--nprobe",
+        type=int,
+        default=schema_default("index.nprobe"),
+        help="IVF cells probed (index.nprobe)",
     )
     b.add_argument(
-        "--pq-m", type=int, default=schema_default("index.pq_m"), help="PQ sub-quantisers"
+        "--pq-m",
+        type=int,
+        default=schema_default("index.pq_m"),
+        help="PQ sub-quantisers (index.pq_m)",
     )
     b.add_argument(
         "--embed-max-length",
         type=int,
         default=schema_default("embed.max_length"),
-        help="embedder truncation (its tokens)",
+        help="embedder truncation (embed.max_length)",
     )
     b.add_argument(
         "--batch-size",
         type=int,
         default=schema_default("embed.batch_size"),
-        help="texts per embedding batch",
+        help="texts per embedding batch (embed.batch_size)",
     )
     b.add_argument("--device", type=device, default="auto", help="auto, cpu, cuda or cuda:N")
     b.add_argument("--seed", type=int, default=0, help="seed of IVF/PQ training")
