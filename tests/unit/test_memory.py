@@ -181,6 +181,8 @@ def test_bad_inputs_fail_clearly(setup, tmp_path):
         build_memory(tmp_path / "a", out, tokenizer_name=str(model), seq_len=16)
     with pytest.raises(ValueError, match=r"--seq-len 128 exceeds the context .*\(64 tokens\)"):
         build_memory(tmp_path / "a", tmp_path / "m3", tokenizer_name=str(model), seq_len=128)
+    with pytest.raises(FileNotFoundError, match=r"--model \(embedder\): './nope' does not exist"):
+        _build(tmp_path / "a", tmp_path / "m4", model, embedder="./nope")
     with pytest.raises(FileNotFoundError, match="--tokenizer './nope' does not exist"):
         build_memory(tmp_path / "a", tmp_path / "m3", tokenizer_name="./nope", seq_len=SEQ_LEN)
 

@@ -150,7 +150,8 @@ def test_cli_memory_build_and_generate(setup, tmp_path, capsys):
     assert (
         main([*argv, str(model), "--seq-len", str(SEQ_LEN), "--out", mem, "--device", "cpu"]) == 0
     )
-    assert "generation 0" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "kept 4 of 4 files" in out and "generation 0" in out
     gen = ["generate", "--model", str(model), "--memory", mem, "--prompt", PROMPTS[0], "--n", "3"]
     gen += ["--max-new-tokens", "5", "--device", "cpu", "--lr", "1e-2"]
     assert main(gen) == 0
