@@ -201,10 +201,12 @@ def test_defaults_are_the_schema_defaults():
         d["data"]["seq_len"], d["embed"]["max_length"], d["index"]["nlist"], d["index"]["nprobe"],
         d["index"]["type"],
     )  # fmt: skip
-    from testtime.cli.memory import SUFFIXES
+    from testtime.adapters import MODES
+    from testtime.cli import generate, memory
     from testtime.memory import TEXT_SUFFIXES
 
-    assert SUFFIXES.split(",") == list(TEXT_SUFFIXES)
+    assert memory.SUFFIXES.split(",") == list(TEXT_SUFFIXES)  # copies kept for a fast --help
+    assert set(generate.SELECTORS) == set(SELECTORS) and set(generate.MODES) == set(MODES)
     sub = parser._subparsers._group_actions[0].choices
     assert f"(default: {d['select']['lam']})" in " ".join(sub["generate"].format_help().split())
 
