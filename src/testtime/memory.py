@@ -282,7 +282,9 @@ def read_documents(
         frame, notes = _read_table(path, text_column, source_column, encoding)
     elif path.is_file() and path.suffix.lower() in {s.lower() for s in suffixes}:
         text = decode_text(path.read_bytes(), f"--input {str(source)!r}", encoding)
-        frame, notes = pd.DataFrame({"source": [path.name], "text": [text]}), []
+        keep, dropped = _count_text([text])
+        frame = pd.DataFrame({"source": [path.name] * len(keep), "text": [text] * len(keep)})
+        notes = [_summary(len(keep), 1, "file", dropped)]
     elif path.exists():
         raise ValueError(
             f"--input {str(source)!r}: use a .jsonl/.parquet file, a text file or a directory"
