@@ -9,15 +9,21 @@ step per selected sequence from the base weights (:class:`testtime.finetune.Fine
 with the adapted weights. Each prompt starts from the base model; the base weights are never
 modified (:meth:`TestTimeTuner.base_fingerprint` hashes them).
 
+Defaults are the workflow's: ``n``, ``k`` and ``lam`` are the config schema's ``select.*``
+defaults, ``mode``, ``lr``, ``optimizer``, ``lora`` its ``finetune.*`` defaults
+(:data:`DEFAULTS`), the same values ``testtime generate --help`` shows.
+
 Example (``mem/`` built with ``testtime memory build --tokenizer path/to/model ...``)::
 
     from testtime import Memory, TestTimeTuner
 
     memory = Memory.open("mem/")
-    tuner = TestTimeTuner.from_pretrained("path/to/model", memory, n=20, lam=0.1, mode="lora")
+    tuner = TestTimeTuner.from_pretrained("path/to/model", memory)  # the workflow's defaults
     result = tuner.adapt("The Fourier transform of a Gaussian")   # selection + adapter
     text = tuner.generate("The Fourier transform of a Gaussian", max_new_tokens=64)
-    bpb = tuner.score("The Fourier transform of a Gaussian", text)  # bits per byte
+    bpb = tuner.score("The Fourier transform of a Gaussian", text)  # bits per byte of text
+    before = tuner.score("The Fourier transform of a Gaussian", adapted=False)  # of the prompt
+    after = tuner.score("The Fourier transform of a Gaussian")
     many = tuner.generate(["prompt one", "prompt two"])              # batched adaptation
 """
 
@@ -35,13 +41,17 @@ import torch
 
 from testtime.adapters import MODES, select_trainable, wrap_lora
 from testtime.bpb import bits_per_byte, make_windows, model_context, score_windows
+from testtime.config import validate_config
 from testtime.finetune import STATUS_OK, Finetuner, PromptJob, TrainSettings
 from testtime.lora_batched import BatchedLoraTrainer, StackedLora
 from testtime.memory import Memory
 from testtime.seeding import derive_seed, generator_for
 from testtime.selection import SELECTORS, adaptive_stop_steps
 
-DEFAULT_LORA = {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": None}
+#: the workflow config schema's defaults (``DEFAULTS["select"]["lam"]``, ...)
+DEFAULTS = validate_config({})
+_SELECT, _FINETUNE = DEFAULTS["select"], DEFAULTS["finetune"]
+DEFAULT_LORA = dict(_FINETUNE["lora"])
 
 
 class Adaptation(NamedTuple):
@@ -95,11 +105,11 @@ class TestTimeTuner:
         memory: Memory,
         *,
         selector: str = "sift",
-        n: int = 20,
-        lam: float = 0.1,
+        n: int = _SELECT["n"],
+        lam: float = _SELECT["lam"],
         alpha: float | None = None,
-        k: int = 200,
-        mode: str = "lora",
+        k: int = _SELECT["k"],
+        mode: str = _FINETUNE["mode"],
         settings: TrainSettings | None = None,
         lora: Mapping[str, Any] | None = None,
         max_length: int | None = None,
@@ -136,7 +146,7 @@ class TestTimeTuner:
         self.finetuner = Finetuner(
             model,
             select_trainable(model, mode),
-            settings or TrainSettings(lr=1e-4),
+            settings or TrainSettings.from_config(DEFAULTS),
             device=device,
             seed=seed,
             autocast=autocast,
@@ -152,17 +162,20 @@ class TestTimeTuner:
         model: str | Path,
         memory: Memory | str | Path,
         *,
-        lr: float = 1e-4,
-        optimizer: str = "adam",
+        lr: float = _FINETUNE["lr"],
+        optimizer: str = _FINETUNE["optimizer"],
         embedder: str | None = None,
         device: str = "auto",
+        flag: str = "model",
         **kwargs: Any,
     ) -> TestTimeTuner:
         """Load a causal LM and its tokenizer (directory or hub id) and check them against the
         memory (same tokenizer; ``embedder``, if given, must be the memory's). ``lr`` is the
-        step size of ``optimizer`` (adam | adamw); the other keywords (``selector``, ``n``,
-        ``lam``, ``alpha``, ``k``, ``mode``, ``lora``, ``seed``, ...) go to the constructor,
-        which holds their defaults."""
+        step size of ``optimizer`` (adam | adamw; the other optimizer settings are the schema's
+        ``finetune.*`` defaults); the other keywords (``selector``, ``n``, ``lam``, ``alpha``,
+        ``k``, ``mode``, ``lora``, ``seed``, ...) go to the constructor, which holds their
+        defaults. Errors about the model name it as ``flag``; a path-like ``model`` that does
+        not exist is an error, never looked up on the hub."""
         from testtime.device import resolve_device
         from testtime.lm import load_causal_lm
         from testtime.tokenizer import load_tokenizer
@@ -170,21 +183,29 @@ class TestTimeTuner:
         if not isinstance(memory, Memory):
             memory = Memory.open(memory)
         memory.check_embedder(embedder)
-        tokenizer = load_tokenizer(model)
-        memory.check_tokenizer(tokenizer, f"model {str(model)!r}")
-        dev = resolve_device(device)
-        lm = load_causal_lm(model, dev, dtype=torch.float32)
         if optimizer not in ("adam", "adamw"):
             raise ValueError(f"optimizer must be adam or adamw, got {optimizer!r}")
         _check_number("lr", lr)
-        settings = TrainSettings(optimizer=optimizer, lr=float(lr))
+        if lr <= 0:
+            raise ValueError(f"lr must be > 0, got {lr!r}")
+        dev = resolve_device(device)
+        tokenizer = load_tokenizer(model, flag=flag)
+        memory.check_tokenizer(tokenizer, f"{flag} {str(model)!r}")
+        try:
+            lm = load_causal_lm(model, dev, dtype=torch.float32)
+        except (OSError, ValueError) as exc:
+            message = str(exc).replace("causal LM directory", flag)
+            raise type(exc)(message if flag in message else f"{flag}: {message}") from exc
+        settings = TrainSettings.from_config(
+            {"finetune": {**_FINETUNE, "optimizer": optimizer, "lr": float(lr)}}
+        )
         return cls(
             lm,
             tokenizer,
             memory,
             settings=settings,
             device=dev,
-            model_name=f"model {str(model)!r}",
+            model_name=f"{flag} {str(model)!r}",
             **kwargs,
         )
 
@@ -399,18 +420,27 @@ class TestTimeTuner:
         return tok.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
 
     # ---------------------------------------------------------------------------- scoring
-    def score(self, prompt: str, text: str, *, adapted: bool = True) -> float:
+    def score(self, prompt: str, text: str | None = None, *, adapted: bool = True) -> float:
         """Bits per byte of ``text`` given ``prompt`` as context (only text tokens are scored;
-        beyond the context, windows as in :mod:`testtime.bpb`)."""
-        if not isinstance(text, str) or not text:
-            raise ValueError("text to score is empty: bits per byte is undefined")
-        p_ids = self._prompt_ids(prompt)
-        t_ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        seq = torch.tensor([self._start_id(), *p_ids, *t_ids])
+        beyond the context, windows as in :mod:`testtime.bpb`). Without ``text``: of the prompt
+        itself, the workflow's ``same`` protocol (the query is the scored text)."""
+        if text is None:
+            ids = self._prompt_ids(prompt)
+            seq, unscored, n_bytes = torch.tensor([self._start_id(), *ids]), 0, prompt
+        else:
+            if not isinstance(text, str) or not text:
+                raise ValueError("text to score is empty: bits per byte is undefined")
+            p_ids = self._prompt_ids(prompt)
+            t_ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            seq, unscored, n_bytes = (
+                torch.tensor([self._start_id(), *p_ids, *t_ids]),
+                len(p_ids),
+                text,
+            )
         # prompt tokens are context only: the split protocol's scoring (testtime.bpb)
-        inputs, targets = make_windows([seq], self.context, unscored=[len(p_ids)])
+        inputs, targets = make_windows([seq], self.context, unscored=[unscored])
         adaptation = [self.adapt(prompt)] if adapted else None
         self.model.eval()
         with self._weights(adaptation), torch.no_grad():
             nll = score_windows(lambda x: self.model(x.to(self.device)).logits, inputs, targets)
-        return bits_per_byte(float(nll[0]), len(text.encode("utf-8")))
+        return bits_per_byte(float(nll[0]), len(n_bytes.encode("utf-8")))

@@ -1,6 +1,7 @@
 """`testtime memory build|info`: turn your documents into a memory directory (or inspect one).
 
-Example::
+Defaults (``--seq-len``, ``--embed-max-length``, ``--index`` settings, ...) are the workflow
+config schema's, shown by ``--help``. Example::
 
     testtime memory build --input docs/ --model minilm --tokenizer path/to/model \\
         --seq-len 256 --out mem/
@@ -13,49 +14,126 @@ from __future__ import annotations
 
 import argparse
 
+from testtime.cli._common import (
+    DefaultsHelpFormatter,
+    add_verbose_argument,
+    device,
+    schema_default,
+)
+
 HELP = "build (or append to) a memory of your documents: sequences, embeddings, Faiss index"
+SUFFIXES = ".txt,.text,.md,.markdown,.mdown,.rst,.adoc,.org,.tex"  # memory.TEXT_SUFFIXES
+
+
+def _suffixes(value: str) -> tuple[str, ...]:
+    out = tuple("." + s.strip().lower().lstrip(".") for s in value.split(",") if s.strip())
+    if not out:
+        raise argparse.ArgumentTypeError("give at least one suffix, e.g. .txt,.md")
+    return out
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="memory_command", required=True, metavar="ACTION")
-    b = sub.add_parser("build", help="build or append to a memory directory")
+    b = sub.add_parser(
+        "build",
+        help="build or append to a memory directory",
+        formatter_class=DefaultsHelpFormatter,
+        epilog="Defaults are the workflow config schema's (data.seq_len, embed.*, index.*).",
+    )
     b.add_argument(
         "--input",
         required=True,
-        help="a .jsonl/.parquet file with a text column, a directory of .txt/.md files, or a "
-        "Hugging Face dataset name (name or name:config)",
+        help="a .jsonl/.parquet file with a text column, a text file, a directory of text files "
+        "(see --suffixes), or a Hugging Face dataset name (name or name:config)",
     )
-    b.add_argument("--model", default="minilm", help="embedding model: minilm or a hub id/dir")
+    b.add_argument(
+        "--model",
+        default=schema_default("embed.model"),
+        help="embedding model: minilm or a dir (embed.model)",
+    )
     b.add_argument(
         "--tokenizer", required=True, help="the target model (dir or hub id) whose tokenizer cuts"
     )
-    b.add_argument("--seq-len", type=int, default=256, help="tokens per memory sequence")
+    b.add_argument(
+        "--seq-len",
+        type=int,
+        default=schema_default("data.seq_len"),
+        help="tokens per sequence (data.seq_len)",
+    )
     b.add_argument("--out", required=True, help="memory directory (created or appended to)")
     b.add_argument("--text-column", default="text", help="text column of a file or dataset")
+    b.add_argument(
+        "--source-column",
+        default=None,
+        help="column naming each document (default: the first of source, title, path, url, "
+        "name, id present)",
+    )
+    b.add_argument("--encoding", default="utf-8", help="text encoding of the input files")
+    b.add_argument(
+        "--suffixes", type=_suffixes, default=SUFFIXES, help="a directory's files to read"
+    )
     b.add_argument("--split", default="train", help="split of a Hugging Face dataset")
-    b.add_argument("--index", default="flat", choices=["flat", "ivf", "ivfpq"], help="Faiss type")
-    b.add_argument("--nlist", type=int, default=256, help="IVF cells (ivf, ivfpq)")
-    b.add_argument("--nprobe", type=int, default=16, help="IVF cells probed per query")
-    b.add_argument("--pq-m", type=int, default=16, help="PQ sub-quantisers (ivfpq)")
-    b.add_argument("--embed-max-length", type=int, default=256, help="embedder truncation")
-    b.add_argument("--batch-size", type=int, default=64, help="texts per embedding batch")
-    b.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    b.add_argument(
+        "--index",
+        default=schema_default("index.type"),
+        choices=["flat", "ivf", "ivfpq"],
+        help="Faiss index type (index.type)",
+    )
+    b.add_argument(
+        "--nlist", type=int, default=schema_default("index.nlist"), help="IVF cells (index.nlist)"
+    )
+    b.add_argument(
+        "--nprobe",
+        type=int,
+        default=schema_default("index.nprobe"),
+        help="IVF cells probed (index.nprobe)",
+    )
+    b.add_argument(
+        "--pq-m",
+        type=int,
+        default=schema_default("index.pq_m"),
+        help="PQ sub-quantisers (index.pq_m)",
+    )
+    b.add_argument(
+        "--embed-max-length",
+        type=int,
+        default=schema_default("embed.max_length"),
+        help="embedder truncation (embed.max_length)",
+    )
+    b.add_argument(
+        "--batch-size",
+        type=int,
+        default=schema_default("embed.batch_size"),
+        help="texts per embedding batch (embed.batch_size)",
+    )
+    b.add_argument("--device", type=device, default="auto", help="auto, cpu, cuda or cuda:N")
     b.add_argument("--seed", type=int, default=0, help="seed of IVF/PQ training")
-    i = sub.add_parser("info", help="print a memory's manifest")
+    b.add_argument(
+        "--lock-timeout",
+        type=float,
+        default=600.0,
+        help="seconds to wait while another build writes the same memory",
+    )
+    add_verbose_argument(b)
+    i = sub.add_parser("info", help="print a memory's manifest (JSON)")
     i.add_argument("path", help="memory directory")
 
 
 def run(args: argparse.Namespace) -> None:
     import json
 
-    from testtime.memory import Memory, build_memory
+    from testtime.cli._common import quiet_libraries, resolve_device_flag
 
     if args.memory_command == "info":
+        from testtime.memory import Memory
+
         memory = Memory.open(args.path)
         print(json.dumps(memory.manifest, indent=2, sort_keys=True))
         return
-    from testtime.device import resolve_device
+    quiet_libraries(args.verbose)
+    from testtime.memory import build_memory
 
+    suffixes = _suffixes(args.suffixes) if isinstance(args.suffixes, str) else args.suffixes
     manifest = build_memory(
         args.input,
         args.out,
@@ -67,8 +145,13 @@ def run(args: argparse.Namespace) -> None:
         index={"type": args.index, "nlist": args.nlist, "nprobe": args.nprobe, "pq_m": args.pq_m},
         embed_batch_size=args.batch_size,
         embed_max_length=args.embed_max_length,
-        device=str(resolve_device(args.device)),
+        device=str(resolve_device_flag(args.device)),
         seed=args.seed,
+        encoding=args.encoding,
+        suffixes=suffixes,
+        source_column=args.source_column,
+        lock_timeout=args.lock_timeout,
+        note=print,
     )
     c = manifest["counts"]
     print(
