@@ -35,7 +35,7 @@ $(LINT_STAMP): $(LINT_LOCK)
 
 # Only the .dist-info folders and licence files of the pinned files are kept (15 MB).
 $(CORPUS_STAMP): $(CORPUS_LOCK) $(CORPUS_BUILD) src/testtime/corpus/pinned.py | $(STAMP)
-	$(BIN)/python -m testtime.corpus.pinned install $(CORPUS_LOCK) $(CORPUS_DIR) \
+	$(BIN)/python -m testtime.corpus install $(CORPUS_LOCK) $(CORPUS_DIR) \
 	  --build-constraints $(CORPUS_BUILD)
 
 install: $(STAMP) $(CORPUS_STAMP)

