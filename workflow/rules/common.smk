@@ -50,7 +50,7 @@ def job_config(*keys):
 
 
 def demo_corpus_manifest(wildcards=None):
-    """Input of rule corpus: the pinned demo corpus's manifest (docs/corpus.md), so that a
+    """The corpus job's input `pinned`: the pinned demo corpus's manifest (docs/corpus.md), so a
     corpus directory rebuilt by `make install` reruns it. None where the config reads no pinned
     file, or while it is missing (the job's one-line error then says to run `make install`)."""
     from testtime.corpus.demo import PINNED_DOMAINS
