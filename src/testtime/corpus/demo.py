@@ -195,7 +195,7 @@ def sections(text: str, min_chars: int = SECTION_CHARS) -> list[str]:
 
 
 def pile_cc(roots: DemoRoots) -> list[Candidate]:
-    """Package long descriptions (METADATA) cut into sections, then /usr/share/doc READMEs."""
+    """Pinned package descriptions (METADATA) cut into sections, then /usr/share/doc READMEs."""
     out: list[Candidate] = []
     for dist in _distributions(roots):
         source = f"metadata:{dist.metadata['Name']}=={dist.version}"

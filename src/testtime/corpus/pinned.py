@@ -106,7 +106,8 @@ def _pip(*args: str, env: dict[str, str] | None = None) -> None:
 
 def _pip_download_parallel(lock: Path, dest: Path, jobs: int) -> None:
     """``pip download --no-deps --require-hashes -r lock`` split over ``jobs`` pip processes
-    (round-robin over the lock's lines): each pinned file costs an index round trip."""
+    (round-robin over the lock's lines, one entry per line; option lines are not supported):
+    each pinned file costs an index round trip."""
     lines = [ln for ln in lock.read_text().splitlines() if ln.strip() and ln[0] not in "#-"]
     chunks = [lines[i::jobs] for i in range(jobs) if lines[i::jobs]]
     procs = []
