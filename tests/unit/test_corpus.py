@@ -3,7 +3,10 @@
 Checks that splits are disjoint at the document level, that the build is deterministic, that
 each domain gets docs_per_domain documents split by the configured fractions (counts computed by
 hand), that exact duplicates and test suites are dropped, that bad inputs raise errors naming the
-config key, and that seeded DM Mathematics documents are reproducible.
+config key (a missing or incomplete pinned corpus directory: one line saying `make install`),
+that only the distributions in the corpus directory's manifest are read, and that seeded DM
+Mathematics documents are reproducible. The installer and the corpus's independence from the
+environment are in test_corpus_pinned.py.
 """
 
 from __future__ import annotations
@@ -14,10 +17,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from tests.unit.tiny_wheels import make_wheel, pinned_corpus
 from testtime.cli import main
 from testtime.config import validate_config
 from testtime.corpus import DemoRoots, build_corpus
 from testtime.corpus.demo import _distributions, man_to_text, sections
+from testtime.corpus.pinned import extract_wheel
 
 WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
 
@@ -27,57 +32,28 @@ def _prose(i: int, n: int = 60) -> str:
 
 
 def make_tree(root: Path, n: int = 8) -> DemoRoots:
-    """stdlib with n modules (+ an excluded test suite); site-packages with n distributions."""
+    """stdlib with n modules (+ an excluded test suite); a pinned corpus of n distributions."""
     stdlib = root / "stdlib"
     (stdlib / "test").mkdir(parents=True)
     (stdlib / "test" / "test_big.py").write_text(f'"""TESTSUITE {_prose(99)}"""\n')
     for i in range(n):
         body = f'"""Module {i}: {_prose(i)}."""\n\n\ndef f{i}(x):\n    """{_prose(i + 50)}"""\n'
         (stdlib / f"mod{i}.py").write_text(body + "    return x\n" * 3)
-    site = root / "site"
-    for i in range(n):
-        info = site / f"pkg{i}-1.{i}.dist-info"
-        info.mkdir(parents=True)
-        (info / "METADATA").write_text(
-            f"Metadata-Version: 2.1\nName: pkg{i}\nVersion: 1.{i}\n\n# pkg{i}\n\n{_prose(i + 20)}\n"
-        )
-        (info / "LICENSE").write_text(f"Licence of pkg{i}. {_prose(i + 30)}")
-        _record(info, ["LICENSE"])
+    wheels = root / "wheels"
+    files = [{"@/LICENSE": f"Licence of pkg{i}. {_prose(i + 30)}"} for i in range(n)]
     # an exact duplicate licence (after whitespace normalisation) must be dropped
-    (site / "pkg0-1.0.dist-info" / "COPYING").write_text(
-        f"Licence  of pkg1.\n{_prose(31)}".replace(" ", "  ")
-    )
-    _record(site / "pkg0-1.0.dist-info", ["LICENSE", "COPYING"])
-    # installed outside the lock file (venv bootstrap): never part of the corpus
-    pip = site / "pip-99.0.dist-info"
-    pip.mkdir()
-    (pip / "METADATA").write_text(
-        f"Metadata-Version: 2.1\nName: pip\nVersion: 99.0\n\n{_prose(77)}"
-    )
-    (pip / "LICENSE.txt").write_text(f"PIPLICENCE {_prose(78)}")
-    _record(pip, ["LICENSE.txt"])
-    # the project requires pkg0..pkg{n-1}; "stray" was pip-installed by hand: not read
-    _dist(site, "testtime", "0.1.0", [f"pkg{i}" for i in range(n)])
-    stray = _dist(site, "stray", "1.0", body=_prose(88))
-    (stray / "LICENSE").write_text(f"STRAYLICENCE {_prose(89)}")
-    _record(stray, ["LICENSE"])
-    return DemoRoots(stdlib, (site,), None)
-
-
-def _dist(site: Path, name: str, version: str, requires=(), body: str = "") -> Path:
-    """A ``<name>-<version>.dist-info`` with a METADATA file; returns the dist-info dir."""
-    info = site / f"{name}-{version}.dist-info"
-    info.mkdir(parents=True)
-    head = ["Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}"]
-    head += [f"Requires-Dist: {r}" for r in requires]
-    (info / "METADATA").write_text("\n".join(head) + f"\n\n{body}\n")
-    return info
-
-
-def _record(info: Path, names: list[str]) -> None:
-    """The RECORD file pip writes: the distribution's files relative to site-packages."""
-    rows = [f"{info.name}/{n},," for n in [*names, "METADATA", "RECORD"]]
-    (info / "RECORD").write_text("\n".join(rows) + "\n")
+    files[0]["@/COPYING"] = f"Licence  of pkg1.\n{_prose(31)}".replace(" ", "  ")
+    # a licence inside a test suite is not read (nor extracted)
+    files[0]["pkg0/tests/LICENSE"] = f"TESTLICENCE {_prose(98)}"
+    pinned = [
+        make_wheel(wheels, f"pkg{i}", f"1.{i}", f"# pkg{i}\n\n{_prose(i + 20)}", files[i])
+        for i in range(n)
+    ]
+    corpus = pinned_corpus(root, pinned)
+    # a distribution dropped into the directory by hand is not in the manifest: never read
+    stray = make_wheel(wheels, "stray", "1.0", _prose(88), {"@/LICENSE": f"STRAY {_prose(89)}"})
+    extract_wheel(stray, corpus / "site")
+    return DemoRoots(stdlib, corpus, None)
 
 
 def config(**data) -> dict:
@@ -101,8 +77,8 @@ def test_splits_disjoint_counts_and_deterministic(tmp_path):
     # every text appears once: no document (or copy of it) in two splits
     assert docs["text"].map(lambda t: " ".join(t.split())).is_unique
     assert not docs["text"].str.contains("TESTSUITE").any()
-    assert not docs["text"].str.contains("PIPLICENCE|alpha77").any()  # pip is not pinned
-    assert not docs["text"].str.contains("STRAYLICENCE|alpha88").any()  # not a dependency
+    assert not docs["text"].str.contains("TESTLICENCE").any()
+    assert not docs["text"].str.contains("STRAY|alpha88").any()  # not in the manifest
     # source names are relative to their root: the same on every machine and clone
     assert docs["source"].str.match(r"^(stdlib/|docstrings:stdlib/|metadata:|site-packages/)").all()
     again = build_corpus(config(), roots).documents
@@ -136,7 +112,7 @@ def test_too_few_documents_names_the_key(tmp_path):
 
 
 def test_missing_source_and_unknown_domain(tmp_path):
-    empty = DemoRoots(tmp_path / "nothing", (tmp_path / "nothing",), None)
+    empty = DemoRoots(tmp_path / "nothing", tmp_path / "nothing", None)
     with pytest.raises(ValueError, match="data.domains.*'Github'"):
         build_corpus(config(domains=["Github"]), empty)
     with pytest.raises(ValueError, match="data.domains"):
@@ -145,43 +121,51 @@ def test_missing_source_and_unknown_domain(tmp_path):
         build_corpus(config(domains=["Ubuntu IRC"]), make_tree(tmp_path / "b"))
 
 
-def test_distributions_are_the_dependency_closure_of_testtime(tmp_path):
-    """Only what testtime[dev,bench,slurm] requires, recursively, is read; not a package a
-    user installed by hand, nor one behind an extra or marker that does not apply."""
-    site = tmp_path / "site"
-    _dist(
-        site,
-        "testtime",
-        "0.1.0",
-        [
-            "A_Pkg>=1",  # canonicalised: installed as "a.pkg"
-            'h; extra == "dev"',  # an extra make install chooses
-            'd; extra == "gpu"',  # an extra it does not
-            'e; python_version < "3"',  # a marker that is false
-            "not-installed",  # nothing to read; the walk ends there
-            "pip",  # in the closure, but never read (not pinned by the lock file)
-        ],
-    )
-    _dist(site, "a.pkg", "1.0", ["b[x]"])
-    _dist(site, "b", "2.0", ['f; extra == "x"', 'g; extra == "y"'])
-    for name in ["c", "d", "e", "f", "g", "h", "pip"]:
-        _dist(site, name, "1.0")
-    roots = DemoRoots(tmp_path / "stdlib", (site,), None)
+def test_distributions_are_the_manifest_of_the_corpus_dir(tmp_path):
+    """Exactly the pinned distributions, sorted by canonical name: not one dropped into the
+    directory by hand, nothing from the environment the test runs in (pytest is installed)."""
+    wheels = [
+        make_wheel(tmp_path / "w", "Zeta_Pkg", "2.0"),
+        make_wheel(tmp_path / "w", "alpha", "1.0"),
+        make_wheel(tmp_path / "w", "b.c", "0.1"),
+    ]
+    corpus = pinned_corpus(tmp_path, wheels)
+    extract_wheel(make_wheel(tmp_path / "w", "stray", "9.9"), corpus / "site")
+    roots = DemoRoots(tmp_path / "stdlib", corpus, None)
     selected = [(d.metadata["Name"], d.version) for d in _distributions(roots)]
-    assert selected == [("a.pkg", "1.0"), ("b", "2.0"), ("f", "1.0"), ("h", "1.0")]
-    # without an installed testtime there is no closure: a clear error, not every package
-    (site / "testtime-0.1.0.dist-info" / "METADATA").unlink()
-    (site / "testtime-0.1.0.dist-info").rmdir()
-    with pytest.raises(ValueError, match=r"'testtime'.*not installed.*make install"):
-        _distributions(roots)
-    with pytest.raises(ValueError, match="make install"):
-        build_corpus(config(domains=["FreeLaw"]), roots)
+    assert selected == [("alpha", "1.0"), ("b.c", "0.1"), ("Zeta_Pkg", "2.0")]
+
+
+def _cli_error(capsys, cfg_path: Path, out: Path) -> str:
+    assert main(["corpus", "--config", str(cfg_path), "--out", str(out)]) == 2
+    assert not out.exists()
+    return capsys.readouterr().err
+
+
+def test_missing_or_incomplete_corpus_dir_is_one_line_naming_make_install(tmp_path, capsys):
+    roots = make_tree(tmp_path)
+    cfg = tmp_path / "c.yaml"
+    out = tmp_path / "d.parquet"
+    missing = tmp_path / "no-corpus"
+    cfg.write_text(f"data:\n  domains: [FreeLaw]\n  demo: {{corpus_dir: {str(missing)!r}}}\n")
+    err = _cli_error(capsys, cfg, out)
+    assert len(err.strip().splitlines()) == 1, err
+    assert "data.demo.corpus_dir" in err and "no-corpus" in err and "make install" in err
+    # one extracted licence gone: incomplete, not a silently smaller corpus
+    (roots.corpus / "site" / "pkg3-1.3.dist-info" / "LICENSE").unlink()
+    cfg.write_text(f"data:\n  domains: [Pile-CC]\n  demo: {{corpus_dir: {str(roots.corpus)!r}}}\n")
+    err = _cli_error(capsys, cfg, out)
+    assert len(err.strip().splitlines()) == 1, err
+    assert "incomplete" in err and "pkg3-1.3.dist-info/LICENSE" in err and "make install" in err
+    # a domain that reads no pinned file does not need the directory
+    docs = build_corpus(config(domains=["Github"]), DemoRoots(roots.stdlib, missing)).documents
+    assert len(docs) == 6
 
 
 def test_math_documents_seeded():
     cfg = config(domains=["DM Mathematics"], docs_per_domain=4, demo={"math_examples_per_doc": 3})
-    a = build_corpus(cfg, DemoRoots(Path("/nonexistent"), (), None))
-    b = build_corpus(cfg, DemoRoots(Path("/nonexistent"), (), None))
+    a = build_corpus(cfg, DemoRoots(Path("/nonexistent"), Path("/nonexistent"), None))
+    b = build_corpus(cfg, DemoRoots(Path("/nonexistent"), Path("/nonexistent"), None))
     pd.testing.assert_frame_equal(a.documents, b.documents)
     text = a.documents["text"].iloc[0]
     assert len(text.strip().splitlines()) == 2 * 3  # three question / answer pairs
@@ -197,7 +181,7 @@ def test_sections_and_man_pages():
 
 def test_cli_writes_parquet_and_run_json(tmp_path, monkeypatch):
     roots = make_tree(tmp_path)
-    monkeypatch.setattr(DemoRoots, "default", classmethod(lambda cls, share_dir=None: roots))
+    monkeypatch.setattr(DemoRoots, "default", classmethod(lambda cls, *dirs: roots))
     cfg = tmp_path / "c.yaml"
     cfg.write_text(
         "data:\n  domains: [Github, FreeLaw]\n  docs_per_domain: 5\n  prompts_per_domain: 1\n"
@@ -269,6 +253,7 @@ def test_same_tree_at_another_path_gives_the_same_corpus(tmp_path):
 def test_share_dir_is_opt_in():
     assert DemoRoots.default().share is None
     with pytest.raises(ValueError, match=r"data\.demo\.share_dir"):
-        DemoRoots.default("/nonexistent/share")
+        DemoRoots.default(share_dir="/nonexistent/share")
     cfg = config(domains=["Ubuntu IRC"], docs_per_domain=3)
     assert cfg["data"]["demo"]["share_dir"] is None
+    assert cfg["data"]["demo"]["corpus_dir"] == ".corpus"

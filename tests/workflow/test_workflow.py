@@ -64,6 +64,8 @@ def _workdir(root: Path, config_overrides: dict | None = None) -> Path:
             config[section].update(values)
         else:
             config[section] = values
+    # the pinned demo corpus make install built (docs/corpus.md), not copied into the workdir
+    config["data"].setdefault("demo", {})["corpus_dir"] = str(REPO / ".corpus")
     (root / "config" / "tiny.yaml").write_text(yaml.safe_dump(config))
     return root
 

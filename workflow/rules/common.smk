@@ -1,6 +1,7 @@
 # Workflow-side Python: config validation, run paths, method variants, input functions.
 import re
 import shlex
+from pathlib import Path
 
 from snakemake.utils import min_version, validate
 
@@ -46,6 +47,18 @@ def job_config(*keys):
     """
     text = config_slice_json(config, keys)
     return lambda wildcards: text
+
+
+def demo_corpus_manifest(wildcards=None):
+    """The corpus job's input `pinned`: the pinned demo corpus's manifest (docs/corpus.md), so a
+    corpus directory rebuilt by `make install` reruns it. None where the config reads no pinned
+    file, or while it is missing (the job's one-line error then says to run `make install`)."""
+    from testtime.corpus.demo import PINNED_DOMAINS
+
+    data = config["data"]
+    manifest = Path(data["demo"]["corpus_dir"]) / "manifest.json"
+    reads = data["source"] == "demo" and PINNED_DOMAINS.intersection(data["domains"])
+    return [str(manifest)] if reads and manifest.is_file() else []
 
 
 def memory_embeddings(wildcards=None):

@@ -2,6 +2,8 @@
 
 
 rule corpus:
+    input:
+        pinned=demo_corpus_manifest,
     output:
         documents=f"{DATA}/documents.parquet",
     log:

@@ -16,7 +16,8 @@ from typing import Any, NamedTuple
 import pandas as pd
 from tqdm.auto import tqdm
 
-from testtime.corpus.demo import LOCAL_DOMAINS, MATH_DOMAIN, DemoRoots
+from testtime.corpus.demo import LOCAL_DOMAINS, MATH_DOMAIN, PINNED_DOMAINS, DemoRoots
+from testtime.corpus.pinned import load_manifest
 from testtime.corpus.split import MIN_DOC_CHARS, DocumentCollector, assign_splits, seeded_hash
 from testtime.io import package_versions
 
@@ -76,13 +77,16 @@ def build_demo_documents(
     data_cfg: Mapping[str, Any], seed: int, roots: DemoRoots | None = None
 ) -> tuple[DocumentCollector, dict[str, Any]]:
     """Collect ``data.docs_per_domain`` distinct documents per demo domain."""
-    roots = roots or DemoRoots.default(data_cfg["demo"]["share_dir"])
+    demo_cfg = data_cfg["demo"]
+    roots = roots or DemoRoots.default(demo_cfg["corpus_dir"], demo_cfg["share_dir"])
     known = (*LOCAL_DOMAINS, MATH_DOMAIN)
     unknown = [d for d in data_cfg["domains"] if d not in known]
     if unknown:
         raise ValueError(
             f"config key 'data.domains': the demo source has no domain {unknown}; known: {known}"
         )
+    if PINNED_DOMAINS.intersection(data_cfg["domains"]):
+        load_manifest(roots.corpus)  # a missing or incomplete corpus dir fails before any work
     collector = DocumentCollector(
         data_cfg["domains"],
         data_cfg["docs_per_domain"],
@@ -92,7 +96,7 @@ def build_demo_documents(
     info: dict[str, Any] = {
         "roots": {
             "stdlib": str(roots.stdlib),
-            "site_packages": [str(p) for p in roots.site_packages],
+            "corpus": str(roots.corpus),
             "share": str(roots.share) if roots.share else None,
         },
         "candidates": {},

@@ -1,24 +1,25 @@
 """Local text sources of the offline demo corpus, one per Pile-named domain.
 
-By default everything is read from what the project's own install put on the machine: the
-Python standard library and, from the venv's site-packages, the installed distributions in the
-dependency closure of ``testtime[dev,bench,slurm]`` (the extras ``make install`` installs, whose
-versions it pins through the lock file); a package installed into the venv by hand is not read.
-A system share directory (``data.demo.share_dir``, e.g. ``/usr/share``) is opt-in: its
-files depend on the host's packages, so a corpus that reads it is no longer a function of the
-lock file and the Python minor version alone.
+Two roots, neither of them the project's environment: the running interpreter's standard
+library, and the demo's own pinned corpus directory (``data.demo.corpus_dir``, default
+``.corpus``), which ``make install`` builds from ``requirements/corpus.txt``
+(:mod:`testtime.corpus.pinned`: the ``.dist-info`` folders and licence files of 179 pinned
+distribution files, hash-checked). Installing, removing or moving one of testtime's own
+dependencies therefore changes no document. A system share directory (``data.demo.share_dir``,
+e.g. ``/usr/share``) is opt-in: its files depend on the host's packages, so a corpus that reads
+it is no longer a function of the pinned lists and the Python minor version alone.
 
 | domain | local source |
 |---|---|
 | Github | standard-library ``.py`` files (test suites excluded) |
 | StackExchange | standard-library docstrings (module, classes, functions), one doc per module |
-| Pile-CC | package long descriptions (METADATA) by section; opt-in: ``<share>/doc/*/README*`` |
-| FreeLaw | licence files of installed packages; opt-in: ``<share>/common-licenses``, copyrights |
+| Pile-CC | pinned package descriptions (METADATA) by section; opt-in: ``<share>/doc/*/README*`` |
+| FreeLaw | licence files of the pinned packages; opt-in: ``<share>/common-licenses``, copyrights |
 | Ubuntu IRC | man pages (``<share>/man``, roff stripped to text); needs the share directory |
 
 DM Mathematics comes from :mod:`testtime.corpus.mathgen`. Each domain lists its candidates as
 ``(source, load)`` pairs; ``source`` names the file relative to its root (``stdlib/json/
-decoder.py``, ``site-packages/numpy-2.1.3.dist-info/LICENSE.txt``, ``share/...``), so it is the
+decoder.py``, ``site-packages/numpy-2.4.6.dist-info/LICENSE.txt``, ``share/...``), so it is the
 same on every machine and in every clone. ``load()`` returns the text or None. Paths are
 arguments (:class:`DemoRoots`) so tests point the builder at a tiny synthetic tree.
 """
@@ -35,42 +36,33 @@ from functools import partial
 from importlib import metadata
 from pathlib import Path
 
-from packaging.requirements import Requirement
+from testtime.corpus.pinned import EXCLUDED_DIRS, LICENCE_NAME, SITE, load_manifest
 
 Candidate = tuple[str, Callable[[], str | None]]
 
-EXCLUDED_DIRS = frozenset({"test", "tests", "site-packages", "dist-packages", "__pycache__"})
-LICENCE_NAME = re.compile(r"^(LICEN[CS]E|COPYING|NOTICE|COPYRIGHT)", re.IGNORECASE)
 README_NAME = re.compile(r"^README", re.IGNORECASE)
 MAN_SECTIONS = ("man1", "man5", "man8")
-
-
-# Installed by the venv bootstrap or as the project itself, not pinned by the lock file: their
-# files change with the day of install (pip, setuptools, wheel) or with every edit (testtime).
-UNPINNED_DISTRIBUTIONS = frozenset({"pip", "setuptools", "wheel", "testtime"})
-# The distribution whose dependency closure the demo reads, with the extras the Makefile's
-# ``make install`` installs (``pip install -e ".[dev,bench,slurm]"``; not ``gpu``).
-PROJECT_DISTRIBUTION = "testtime"
-INSTALL_EXTRAS = ("dev", "bench", "slurm")
+# Source names of pinned files keep the label they had when the demo read the venv, so the
+# seeded sampling order, and with it the demo's fingerprint, did not move with the switch.
+PINNED_LABEL = "site-packages"
 
 
 @dataclass(frozen=True)
 class DemoRoots:
-    """Where the demo sources live: stdlib dir, site-packages dirs, optional share dir."""
+    """Where the demo sources live: stdlib dir, pinned corpus dir, optional share dir."""
 
     stdlib: Path
-    site_packages: tuple[Path, ...]
+    corpus: Path
     share: Path | None = None
 
     @classmethod
-    def default(cls, share_dir: str | None = None) -> DemoRoots:
-        """This interpreter's stdlib and site-packages; ``share_dir`` only when asked for."""
-        paths = sysconfig.get_paths()
-        site = tuple(dict.fromkeys(Path(paths[k]) for k in ("purelib", "platlib")))
+    def default(cls, corpus_dir: str = ".corpus", share_dir: str | None = None) -> DemoRoots:
+        """This interpreter's stdlib, ``corpus_dir`` (relative to the working directory) and
+        ``share_dir`` only when asked for. The corpus directory is checked when first read."""
         share = Path(share_dir) if share_dir else None
         if share is not None and not share.is_dir():
             raise ValueError(f"config key 'data.demo.share_dir': {share_dir!r} is not a directory")
-        return cls(Path(paths["stdlib"]), site, share)
+        return cls(Path(sysconfig.get_paths()["stdlib"]), Path(corpus_dir), share)
 
 
 def source_name(label: str, root: Path, path: Path) -> str:
@@ -145,66 +137,18 @@ def _canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def _requirements(
-    dists: list[metadata.Distribution], extras: frozenset[str]
-) -> list[tuple[str, frozenset[str]]]:
-    """(name, extras) of the requirements of ``dists`` that apply here with ``extras`` chosen."""
-    out = []
-    for dist in dists:
-        for line in dist.requires or ():
-            req = Requirement(line)
-            applies = req.marker is None or any(
-                req.marker.evaluate({"extra": extra}) for extra in ("", *sorted(extras))
-            )
-            if applies:
-                out.append((_canonical(req.name), frozenset(req.extras)))
-    return out
-
-
-def _dependency_closure(
-    installed: dict[str, list[metadata.Distribution]], root: str, extras: tuple[str, ...]
-) -> set[str]:
-    """Canonical names of the installed distributions ``root[extras]`` requires, recursively.
-
-    Markers are evaluated for this interpreter, with ``extra`` set to each extra requested on
-    the requirement (``foo[bar]``); requirements of distributions that are not installed end
-    the walk there. ``root`` itself is in the result.
-    """
-    done: set[tuple[str, str]] = set()
-    todo = [(_canonical(root), frozenset(extras))]
-    while todo:
-        name, wanted = todo.pop()
-        new = {e for e in ("", *wanted) if (name, e) not in done}
-        if not new or name not in installed:
-            continue
-        done.update((name, e) for e in new)
-        todo.extend(_requirements(installed[name], frozenset(e for e in new if e)))
-    return {name for name, _ in done}
-
-
 def _distributions(roots: DemoRoots) -> list[metadata.Distribution]:
-    """Installed distributions of ``testtime[dev,bench,slurm]``'s dependency closure.
+    """The pinned distributions of the corpus directory, sorted by (name, version).
 
-    Sorted by (name, version), without :data:`UNPINNED_DISTRIBUTIONS`. ``make install``
-    installs exactly this closure at the lock file's versions, so a package a user adds to
-    the venv by hand changes no document.
+    Exactly those its manifest lists (:func:`~testtime.corpus.pinned.load_manifest` checks
+    each is there); nothing from the environment the corpus stage runs in.
     """
-    installed: dict[str, list[metadata.Distribution]] = {}
-    for d in metadata.distributions(path=[str(p) for p in roots.site_packages]):
-        if d.metadata["Name"]:
-            installed.setdefault(_canonical(d.metadata["Name"]), []).append(d)
-    if PROJECT_DISTRIBUTION not in installed:
-        # a ValueError: the CLI reports it as a one-line error, not a traceback
-        raise ValueError(
-            f"the demo corpus reads the dependencies of the installed {PROJECT_DISTRIBUTION!r} "
-            f"distribution, which is not installed in {[str(p) for p in roots.site_packages]}; "
-            'run `make install` (or `pip install -e ".[dev,bench,slurm]"`) first'
-        )
-    closure = _dependency_closure(installed, PROJECT_DISTRIBUTION, INSTALL_EXTRAS)
-    by_name = {
-        (name, d.version): d for name in closure - UNPINNED_DISTRIBUTIONS for d in installed[name]
-    }
-    return [by_name[k] for k in sorted(by_name)]
+    site = roots.corpus / SITE
+    dists = [
+        metadata.PathDistribution(site / d["dist_info"])
+        for d in load_manifest(roots.corpus)["distributions"]
+    ]
+    return sorted(dists, key=lambda d: (_canonical(d.metadata["Name"]), d.version))
 
 
 def _description(dist: metadata.Distribution) -> str:
@@ -251,7 +195,7 @@ def sections(text: str, min_chars: int = SECTION_CHARS) -> list[str]:
 
 
 def pile_cc(roots: DemoRoots) -> list[Candidate]:
-    """Package long descriptions (METADATA) cut into sections, then /usr/share/doc READMEs."""
+    """Pinned package descriptions (METADATA) cut into sections, then /usr/share/doc READMEs."""
     out: list[Candidate] = []
     for dist in _distributions(roots):
         source = f"metadata:{dist.metadata['Name']}=={dist.version}"
@@ -273,7 +217,7 @@ def free_law(roots: DemoRoots) -> list[Candidate]:
             if LICENCE_NAME.match(parts[-1]) and not EXCLUDED_DIRS.intersection(parts[:-1]):
                 path = Path(str(dist.locate_file(rel)))
                 if path.is_file():
-                    found[f"site-packages/{Path(str(rel)).as_posix()}"] = path
+                    found[f"{PINNED_LABEL}/{Path(str(rel)).as_posix()}"] = path
     if roots.share is not None:
         share_paths = _walk(roots.share / "common-licenses", "*")
         share_paths += sorted((roots.share / "doc").glob("*/copyright"))
@@ -323,6 +267,8 @@ def ubuntu_irc(roots: DemoRoots) -> list[Candidate]:
     ]
 
 
+# Domains that read the pinned corpus directory (``data.demo.corpus_dir``).
+PINNED_DOMAINS = frozenset({"Pile-CC", "FreeLaw"})
 LOCAL_DOMAINS: dict[str, Callable[[DemoRoots], list[Candidate]]] = {
     "Github": github,
     "StackExchange": stackexchange,
