@@ -1,4 +1,4 @@
-"""`testtime plan`: records, memory, index, GPU-hours and cluster jobs of a config (no work done)."""
+"""`testtime plan`: records, memory, index, GPU-hours and cluster jobs of a config (no work)."""
 
 from __future__ import annotations
 
