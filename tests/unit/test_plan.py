@@ -88,3 +88,23 @@ def test_index_stage_resolves_auto_and_prints_its_estimate(capsys):
     assert "-> ivfpq" in capsys.readouterr().out
     _, ids = search(index, x[:3], 5, tight)
     assert ids.shape == (3, 5)
+
+
+def test_thin_domains_are_marked_only_under_unequal_counts():
+    import pandas as pd
+
+    from testtime.figures import table_markdown
+    from testtime.methods import report_rows
+
+    rows = report_rows(validate_config({"select": {"methods": ["sift"]}}))
+
+    def table(counts):
+        return pd.DataFrame(
+            [(d, m.name, n, 1.0, 0.1) for d, n in counts.items() for m in rows],
+            columns=["domain", "method", "n", "bpb_mean", "bpb_se"],
+        )
+
+    balanced = table_markdown(table({"a": 5, "b": 5, "all": 10}), rows)
+    assert "†" not in balanced
+    natural = table_markdown(table({"a": 30, "b": 3, "all": 33}), rows)
+    assert "| b † (n=3) |" in natural and "| a |" in natural and "fewer than 20" in natural
