@@ -217,3 +217,35 @@ def test_zst_round_trip(tmp_path):
         str(tmp_path), data_files={"test": "test.jsonl.zst"}, split="test", streaming=True
     )
     assert [r["meta"]["pile_set_name"] for r in ds] == list(PILE_UNCOPYRIGHTED[:3])
+
+
+@pytest.mark.parametrize(
+    ("data", "key"),
+    [({"seq_len": 64}, "data.seq_len"), ({"seq_len": 16, "eval_tokens": 48}, "data.eval_tokens")],
+)
+def test_model_context_too_short_fails_before_streaming(tmp_path, capsys, data, key):
+    """The corpus stage reads the model's config and stops before opening the dataset (whose
+    path does not exist here, so reaching it would fail differently)."""
+    import yaml
+
+    from tests.paper_standin import save_tiny_gpt2
+    from testtime.cli import main
+
+    model = save_tiny_gpt2(tmp_path / "gpt2", TEXTS, n_positions=32)
+    cfg = {
+        "data": {
+            "source": "hf",
+            "hf": {"path": str(tmp_path / "no-such-dataset"), "prompt_split": "test"},
+            "min_eval_tokens": 8,
+            **data,
+        },
+        "model": {"source": "pretrained", "name_or_path": str(model)},
+    }
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "documents.parquet"
+    capsys.readouterr()  # the model's save progress bar
+    assert main(["corpus", "--config", str(path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and key in err and "context of 32" in err, err
+    assert not out.exists()
