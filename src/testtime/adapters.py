@@ -36,7 +36,10 @@ def wrap_lora(model: torch.nn.Module, lora: Mapping[str, Any], seed: int) -> tor
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return get_peft_model(model, cfg)
+        try:
+            return get_peft_model(model, cfg)
+        except ValueError as exc:  # e.g. no default targets for the architecture
+            raise ValueError(f"config key 'finetune.lora.target_modules': {exc}") from exc
 
 
 def _head_names(model: torch.nn.Module) -> set[str]:

@@ -8,6 +8,19 @@ prompt according to ``data.protocol``:
   are both the query that is embedded and the text scored in bits per byte;
 * ``split``: its first ``prompt_tokens`` tokens are the query and the model's context, the next
   ``eval_tokens`` are scored conditioned on them.
+
+Under ``same``, ``min_eval_tokens`` (``data.min_eval_tokens``) lets shorter test documents in:
+one with ``T < eval_tokens`` tokens is scored whole (tttlm and the SIFT paper score every test
+document, truncated to the context), and bits per byte divide by the bytes of the text actually
+scored. The default (``None`` = ``eval_tokens``) keeps only documents with a full window.
+
+The memory unit (``data.memory_unit``): ``chunk`` makes every window a memory entry; ``document``
+(TTT-NN / SIFT paper: "210M sequences" are the Pile's documents) makes one entry per document,
+whose ``text`` is the document (the embedder truncates it to its first ``embed.max_length``
+tokens) and whose ``input_ids`` are its first ``seq_len`` tokens: one gradient step per
+selected document. tttlm instead takes one step per ``seq_len``-token window of each retrieved
+document (a long neighbour costs several steps); here N selections are always N steps, of
+bounded cost, as SIFT's budget of N steps assumes.
 """
 
 from __future__ import annotations
@@ -52,23 +65,40 @@ def encode(texts: list[str], tokenizer: Any, batch: int = 256) -> list[list[int]
     return out
 
 
-def chunk_documents(docs: pd.DataFrame, tokenizer: Any, seq_len: int) -> pd.DataFrame:
+MEMORY_UNITS = ("chunk", "document")
+
+
+def chunk_documents(
+    docs: pd.DataFrame, tokenizer: Any, seq_len: int, unit: str = "chunk"
+) -> pd.DataFrame:
     """Sequences of the documents in ``docs`` (in row order), ``seq_id`` 0..M-1 contiguous.
 
-    Columns: ``seq_id`` int64, ``doc_id`` int64, ``domain``, ``input_ids`` list<int32>,
-    ``n_tokens`` int32, ``text`` (decoded tokens, what the embedding model sees).
+    ``unit`` ``chunk``: one row per window (:func:`windows`), ``text`` the decoded window.
+    ``document``: one row per document with at least one token, ``input_ids`` its first
+    ``seq_len`` tokens, ``text`` the whole document (what the embedder truncates). Columns:
+    ``seq_id`` int64, ``doc_id`` int64, ``domain``, ``input_ids`` list<int32>, ``n_tokens``
+    int32, ``text`` (what the embedding model sees).
     """
+    if unit not in MEMORY_UNITS:
+        raise ValueError(f"config key 'data.memory_unit': {unit!r} is not one of {MEMORY_UNITS}")
     rows = []
-    for doc_id, domain, ids in zip(
-        docs["doc_id"], docs["domain"], encode(docs["text"].tolist(), tokenizer), strict=True
+    texts = docs["text"].tolist()
+    doc_texts = []
+    for doc_id, domain, text, ids in zip(
+        docs["doc_id"], docs["domain"], texts, encode(texts, tokenizer), strict=True
     ):
-        for w in windows(ids, seq_len):
+        parts = windows(ids, seq_len) if unit == "chunk" else [ids[:seq_len]] if ids else []
+        for w in parts:
             rows.append((int(doc_id), domain, np.asarray(w, dtype=np.int32), len(w)))
+            doc_texts.append(text)
     frame = pd.DataFrame(rows, columns=["doc_id", "domain", "input_ids", "n_tokens"])
     frame.insert(0, "seq_id", np.arange(len(frame), dtype=np.int64))
     frame["doc_id"] = frame["doc_id"].astype(np.int64)
     frame["n_tokens"] = frame["n_tokens"].astype(np.int32)
-    frame["text"] = tokenizer.batch_decode(frame["input_ids"].tolist()) if len(frame) else []
+    if unit == "document":
+        frame["text"] = doc_texts
+    else:
+        frame["text"] = tokenizer.batch_decode(frame["input_ids"].tolist()) if len(frame) else []
     return frame
 
 
@@ -83,50 +113,81 @@ def make_prompts(
     eval_tokens: int,
     domains: list[str],
     protocol: str = "same",
+    *,
+    min_eval_tokens: int | None = None,
+    sampling: str = "balanced",
+    num_prompts: int | None = None,
+    seed: int = 0,
 ) -> pd.DataFrame:
-    """The first ``per_domain`` test documents (doc_id order) of each domain that are long enough.
+    """Prompts from the test documents that are long enough (``doc_id`` order).
 
-    ``same``: a document qualifies with at least ``eval_tokens`` tokens; ``prompt_text`` (the
-    query) and ``eval_text`` (scored) are both its first ``eval_tokens`` tokens, ``context_text``
-    is empty. ``split``: a document qualifies with at least ``prompt_tokens + MIN_TOKENS``
-    tokens; ``prompt_text`` = ``context_text`` = its first ``prompt_tokens`` tokens, ``eval_text``
-    the next ``eval_tokens``. Columns: ``prompt_id`` int64 (0..P-1), ``doc_id``, ``domain``,
-    ``prompt_text``, ``context_text``, ``eval_text`` (decoded strings).
+    ``sampling`` ``balanced``: the first ``per_domain`` qualifying documents of each domain.
+    ``natural``: ``num_prompts`` qualifying documents of ``domains`` in all, those with the
+    smallest sha256(seed, "prompt", normalised text) (a seeded uniform sample in the natural
+    mix; the sources-per-role corpus already holds exactly such a sample).
+
+    ``same``: a document qualifies with at least ``min_eval_tokens`` tokens (``None``:
+    ``eval_tokens``); ``prompt_text`` (the query) and ``eval_text`` (scored) are both its first
+    ``min(eval_tokens, T)`` tokens, ``context_text`` is empty. ``split``: a document qualifies
+    with at least ``prompt_tokens + MIN_TOKENS`` tokens; ``prompt_text`` = ``context_text`` = its
+    first ``prompt_tokens`` tokens, ``eval_text`` the next ``eval_tokens``. Columns:
+    ``prompt_id`` int64 (0..P-1), ``doc_id``, ``domain``, ``prompt_text``, ``context_text``,
+    ``eval_text`` (decoded strings).
     """
+    from testtime.corpus.split import normalise, seeded_hash
+
     if protocol not in PROTOCOLS:
         raise ValueError(f"config key 'data.protocol': {protocol!r} is not one of {PROTOCOLS}")
-    need = eval_tokens if protocol == "same" else prompt_tokens + MIN_TOKENS
+    if protocol == "same":
+        need = eval_tokens if min_eval_tokens is None else min_eval_tokens
+        need_keys = "data.eval_tokens" if min_eval_tokens is None else "data.min_eval_tokens"
+    else:
+        need, need_keys = prompt_tokens + MIN_TOKENS, f"data.prompt_tokens + {MIN_TOKENS}"
     tests = tests.sort_values("doc_id")
+    if sampling == "natural":
+        tests = tests[tests["domain"].isin(domains)]
+        order = sorted(
+            range(len(tests)),
+            key=lambda i: seeded_hash(seed, "prompt", normalise(tests["text"].iloc[i])),
+        )
+        tests = tests.iloc[order]
     ids_all = encode(tests["text"].tolist(), tokenizer)
+
+    def prompt(ids: list[int]) -> tuple[str, str, str] | None:
+        if protocol == "same":
+            evaluation = tokenizer.decode(ids[:eval_tokens])
+            context, query = "", evaluation
+        else:
+            context = tokenizer.decode(ids[:prompt_tokens])
+            evaluation = tokenizer.decode(ids[prompt_tokens : prompt_tokens + eval_tokens])
+            query = context
+        return (query, context, evaluation) if evaluation.strip() else None
+
     rows = []
-    for domain in domains:
+    groups = [None] if sampling == "natural" else domains
+    quota = num_prompts if sampling == "natural" else per_domain
+    for domain in groups:
         taken = 0
         for doc_id, dom, ids in zip(tests["doc_id"], tests["domain"], ids_all, strict=True):
-            if dom != domain or len(ids) < need:
+            if (domain is not None and dom != domain) or len(ids) < need:
                 continue
-            if protocol == "same":
-                context = ""
-                evaluation = tokenizer.decode(ids[:eval_tokens])
-                query = evaluation
-            else:
-                context = tokenizer.decode(ids[:prompt_tokens])
-                evaluation = tokenizer.decode(ids[prompt_tokens : prompt_tokens + eval_tokens])
-                query = context
-            if not evaluation.strip():
+            made = prompt(ids)
+            if made is None:
                 continue
-            rows.append((int(doc_id), domain, query, context, evaluation))
+            rows.append((int(doc_id), dom, *made))
             taken += 1
-            if taken == per_domain:
+            if taken == quota:
                 break
-        if taken < per_domain:
-            keys = (
-                "data.eval_tokens" if protocol == "same" else f"data.prompt_tokens + {MIN_TOKENS}"
-            )
+        if taken < quota:
+            key = "data.num_prompts" if domain is None else "data.prompts_per_domain"
+            where = "the test split" if domain is None else f"domain {domain!r}"
             raise ValueError(
-                f"config key 'data.prompts_per_domain': domain {domain!r} has {taken} test "
-                f"documents with at least {keys} = {need} tokens (data.protocol {protocol!r}), "
-                f"{per_domain} needed; lower data.prompts_per_domain or {keys.split(' ')[0]}"
+                f"config key '{key}': {where} has {taken} test documents with at least "
+                f"{need_keys} = {need} tokens (data.protocol {protocol!r}), {quota} needed; "
+                f"lower {key} or {need_keys.split(' ')[0]}"
             )
+    if sampling == "natural":
+        rows.sort(key=lambda r: r[0])
     columns = ["doc_id", "domain", "prompt_text", "context_text", "eval_text"]
     frame = pd.DataFrame(rows, columns=columns)
     frame.insert(0, "prompt_id", np.arange(len(frame), dtype=np.int64))

@@ -177,6 +177,19 @@ def _check_cross_field(cfg: dict[str, Any]) -> None:
             raise ConfigError(
                 "config key 'model.name_or_path': required when model.source is 'pretrained'"
             )
+    if _has(cfg, "data.source", "data.hf.prompt_split"):
+        if cfg["data"]["hf"]["prompt_split"] is not None and cfg["data"]["source"] != "hf":
+            raise ConfigError(
+                "config key 'data.hf.prompt_split': sources per role need data.source 'hf', "
+                f"got {cfg['data']['source']!r}"
+            )
+    if _has(cfg, "data.min_eval_tokens", "data.eval_tokens"):
+        low = cfg["data"]["min_eval_tokens"]
+        if low is not None and low > cfg["data"]["eval_tokens"]:
+            raise ConfigError(
+                f"config key 'data.min_eval_tokens': {low} exceeds data.eval_tokens="
+                f"{cfg['data']['eval_tokens']}"
+            )
     if _has(cfg, "data.source", "data.jsonl.path"):
         if cfg["data"]["source"] == "jsonl" and not cfg["data"]["jsonl"]["path"]:
             raise ConfigError("config key 'data.jsonl.path': required when data.source is 'jsonl'")

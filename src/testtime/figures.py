@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from testtime.methods import Variant
 
 BPB_AXIS = "bits per byte (lower is better)"
+FEW_PROMPTS = 20  # table rows with fewer prompts are marked when the domains' counts differ
 
 
 def _cells(table: pd.DataFrame, methods: Sequence[Variant]) -> tuple[list[str], list[list]]:
@@ -53,17 +54,26 @@ def table_markdown(table: pd.DataFrame, methods: Sequence[Variant]) -> str:
     domains, rows = _cells(table, methods)
     head = "| domain | " + " | ".join(m.label for m in methods) + " |"
     lines = [head, "|---|" + "---:|" * len(methods)]
+    # natural prompt sampling gives domains unequal prompt counts: mark the thin rows
+    counts = table.groupby("domain", sort=False)["n"].max().to_dict()
+    unequal = len({n for d, n in counts.items() if d != "all"}) > 1
+    marked = False
     for d, row in zip(domains, rows, strict=True):
         best = _best(row)
         cells = [
             f"**{_fmt(c)}**" if c is not None and c["bpb_mean"] == best else _fmt(c) for c in row
         ]
-        lines.append(f"| {d} | " + " | ".join(cells) + " |")
+        few = unequal and d != "all" and counts[d] < FEW_PROMPTS
+        marked |= few
+        label = f"{d} † (n={counts[d]})" if few else d
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     note = (
         "\nBits per byte × 100 of each domain's evaluation text after test-time fine-tuning "
         "(byte-weighted over prompts; bootstrap SE over prompts in parentheses; lowest per row "
         "in bold).\n"
     )
+    if marked:
+        note += f"† fewer than {FEW_PROMPTS} prompts in this domain (natural sampling).\n"
     return "\n".join(lines) + "\n" + note
 
 

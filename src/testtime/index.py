@@ -5,6 +5,8 @@ Inner product on unit vectors = cosine similarity. ``flat`` (IndexFlatIP) is exa
 trained on the memory itself with the seed, probe ``index.nprobe`` cells per query, and their
 ``nlist`` is clamped to what the data supports (Faiss wants about 39 points per centroid).
 With ``index.gpu`` and a GPU build of Faiss the index is built and searched on GPU.
+``auto`` resolves by memory size (:mod:`testtime.index_size`: flat while it fits in
+``index.ram_gb``, IVF-PQ beyond); the index stage prints the estimate.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from testtime.embedding import ids_path
+from testtime.index_size import choose_index_type, describe_choice
 from testtime.io import load_npy
 
 POINTS_PER_CENTROID = 39
@@ -92,7 +95,8 @@ def build_index(x: np.ndarray, index_cfg: Mapping[str, Any], seed: int) -> Any:
     x = np.ascontiguousarray(x, dtype=np.float32)
     check_finite(x, "memory embeddings")
     m, d = x.shape
-    kind = index_cfg["type"]
+    kind = choose_index_type(index_cfg, m, d)
+    print(describe_choice(index_cfg, m, d), flush=True)  # the index stage's log
     if kind == "flat":
         index = faiss.IndexFlatIP(d)
     else:
@@ -185,6 +189,19 @@ def memory_subset(memory: pd.DataFrame, fraction: float, seed: int) -> np.ndarra
     return np.sort(ids)
 
 
+def _is_ivf(index: Any, kind: str) -> bool:
+    """Whether ``index`` is an IVF index (``index.type`` ivf / ivfpq, or auto that chose one)."""
+    import faiss
+
+    if kind != "auto":
+        return kind != "flat"
+    try:
+        faiss.extract_index_ivf(index)
+    except RuntimeError:
+        return False
+    return True
+
+
 def search(
     index: Any,
     queries: np.ndarray,
@@ -207,13 +224,14 @@ def search(
         what = "the memory size" if subset is None else "the memory subset's size"
         raise ValueError(f"config key 'select.k': {k} exceeds {what} {size}")
     params = None
+    ivf = index_cfg is not None and _is_ivf(index, index_cfg["type"])
     if subset is not None:
         selector = faiss.IDSelectorBatch(np.ascontiguousarray(subset, dtype=np.int64))
-        if index_cfg is not None and index_cfg["type"] != "flat":
+        if ivf:
             params = faiss.SearchParametersIVF(sel=selector, nprobe=index_cfg["nprobe"])
         else:
             params = faiss.SearchParameters(sel=selector)
-    if index_cfg is not None and index_cfg["type"] != "flat":
+    if ivf:
         faiss.extract_index_ivf(index).nprobe = index_cfg["nprobe"]
     # Faiss GPU indexes take no ID selector: a restricted search stays on the CPU.
     if index_cfg is not None and index_cfg["gpu"] and gpu_available() and subset is None:

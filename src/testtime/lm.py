@@ -21,6 +21,7 @@ import re
 import shutil
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -96,6 +97,45 @@ def load_causal_lm(
     except OSError as exc:
         raise FileNotFoundError(f"cannot load a causal LM from {str(path_or_id)!r}: {exc}") from exc
     return model.to(device).eval()
+
+
+def pretrained_context(path_or_id: str | os.PathLike[str]) -> int:
+    """Context length (tokens) of a pretrained causal LM, read from its config file only."""
+    from transformers import AutoConfig
+
+    from testtime.bpb import model_context
+    from testtime.io import looks_local, require_local_dir
+
+    where, local = str(path_or_id), looks_local(path_or_id)
+    if local:
+        where = require_local_dir(path_or_id, "config key 'model.name_or_path':")
+    try:
+        cfg = AutoConfig.from_pretrained(where, local_files_only=local)
+    except (OSError, ValueError) as exc:
+        raise FileNotFoundError(
+            f"config key 'model.name_or_path': cannot load {str(path_or_id)!r}: {exc}"
+        ) from exc
+    return model_context(SimpleNamespace(config=cfg))
+
+
+def check_pretrained_context(config: Mapping[str, Any]) -> int | None:
+    """ConfigError unless ``data.seq_len`` and the scored prompt fit the pretrained model's
+    context (a cheap check the corpus stage runs before it streams anything). Returns the
+    context, or None for ``model.source: train`` (checked at config validation)."""
+    from testtime.config import ConfigError, check_prompt_fits
+
+    model, data = config["model"], config["data"]
+    if model["source"] != "pretrained":
+        return None
+    context = pretrained_context(model["name_or_path"])
+    where = f"model {model['name_or_path']!r}"
+    if data["seq_len"] > context:
+        raise ConfigError(
+            f"config key 'data.seq_len': {data['seq_len']} exceeds the context of {context} "
+            f"tokens of {where}"
+        )
+    check_prompt_fits(data, context, where)
+    return context
 
 
 def batch_indices(n: int, batch_size: int, step: int, seed: int) -> np.ndarray:

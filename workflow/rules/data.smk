@@ -14,7 +14,8 @@ rule corpus:
         "../envs/testtime.yaml"
     threads: 1
     params:
-        config=job_config("seed", "data"),
+        # the model's name: its context is checked against data.seq_len before streaming
+        config=job_config("seed", "data", "model.source", "model.name_or_path"),
     shell:
         "OMP_NUM_THREADS={threads} testtime corpus --config-json {params.config:q}"
         " --out {output.documents:q} > {log:q} 2>&1"

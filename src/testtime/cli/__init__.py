@@ -28,6 +28,7 @@ SUBCOMMANDS = (
     "bench",
     "memory",
     "generate",
+    "plan",
 )
 
 

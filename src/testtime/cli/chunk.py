@@ -41,9 +41,11 @@ def run(args: argparse.Namespace) -> None:
     outputs = {}
     for split, out in (("pretrain", args.pretrain_out), ("memory", args.memory_out)):
         part = docs[docs["split"] == split]
-        if part.empty:
+        # a pretrained model needs no pretrain split (the sources-per-role corpus has none)
+        if part.empty and (split == "memory" or config["model"]["source"] == "train"):
             raise ValueError(f"--documents {args.documents!r} has no {split} documents")
-        outputs[out] = chunk_documents(part, tok, data["seq_len"])
+        unit = data["memory_unit"] if split == "memory" else "chunk"
+        outputs[out] = chunk_documents(part, tok, data["seq_len"], unit)
     prompts = make_prompts(
         docs[docs["split"] == "test"],
         tok,
@@ -52,6 +54,10 @@ def run(args: argparse.Namespace) -> None:
         data["eval_tokens"],
         list(data["domains"]),
         data["protocol"],
+        min_eval_tokens=data["min_eval_tokens"],
+        sampling=data["prompt_sampling"],
+        num_prompts=data["num_prompts"],
+        seed=config["seed"],
     )
     outputs[args.prompts_out] = prompts
     with AtomicGroup() as group:  # all three tables and their records, or none

@@ -20,6 +20,11 @@ def run(args: argparse.Namespace) -> None:
 
     config = load_cli_config(args)
     check_output(args.out, flag="--out")
+    if config.get("model", {}).get("source") == "pretrained":
+        from testtime.lm import check_pretrained_context
+
+        # before any streaming: a model too short for data.seq_len / eval_tokens fails here
+        check_pretrained_context(config)
     corpus = build_corpus(config)
     with AtomicGroup() as out:  # documents and run.json replaced together or not at all
         out.write_parquet(args.out, corpus.documents)

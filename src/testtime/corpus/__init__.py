@@ -111,21 +111,29 @@ def build_demo_documents(
 
 
 def build_corpus(config: Mapping[str, Any], roots: DemoRoots | None = None) -> Corpus:
-    """Build the documents table for ``config`` (demo, hf or jsonl source)."""
+    """Build the documents table for ``config`` (demo, hf or jsonl source; with
+    ``data.hf.prompt_split`` the sources-per-role layout of :mod:`~testtime.corpus.records`)."""
     data_cfg = config["data"]
-    if data_cfg["source"] == "demo":
-        collector, info = build_demo_documents(data_cfg, config["seed"], roots)
-    else:
-        from testtime.corpus.records import collect_records
+    if data_cfg["source"] == "hf" and data_cfg["hf"]["prompt_split"] is not None:
+        from testtime.corpus.records import collect_by_role
 
-        collector, info = collect_records(data_cfg)
-    documents = assign_splits(
-        collector.docs, data_cfg["split"], config["seed"], min_test=data_cfg["prompts_per_domain"]
-    )
+        documents, info = collect_by_role(data_cfg, config["seed"])
+    else:
+        if data_cfg["source"] == "demo":
+            collector, info = build_demo_documents(data_cfg, config["seed"], roots)
+        else:
+            from testtime.corpus.records import collect_records
+
+            collector, info = collect_records(data_cfg)
+        documents = assign_splits(
+            collector.docs,
+            data_cfg["split"],
+            config["seed"],
+            min_test=data_cfg["prompts_per_domain"],
+        )
+        info.update(n_duplicates_dropped=collector.n_duplicates, n_short_dropped=collector.n_short)
     info.update(
         versions=package_versions(("mathematics-dataset", "sympy", "numpy", "datasets")),
-        n_duplicates_dropped=collector.n_duplicates,
-        n_short_dropped=collector.n_short,
         counts=documents.groupby(["domain", "split"]).size().unstack(fill_value=0).to_dict("index"),
         sources=documents["source"].tolist(),
         fingerprint=fingerprint(documents),

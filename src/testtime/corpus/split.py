@@ -34,6 +34,58 @@ def normalise(text: str) -> str:
     return " ".join(text.split())
 
 
+def clean_text(text: str, max_chars: int) -> str:
+    """A document as the corpus keeps it: stripped, truncated to ``max_chars``, stripped again.
+
+    >>> clean_text("  abc def ", 5)
+    'abc d'
+    """
+    return text.strip()[:max_chars].strip()
+
+
+def content_key(text: str) -> bytes:
+    """sha256 of the whitespace-normalised text: equal keys are exact duplicates."""
+    return hashlib.sha256(normalise(text).encode("utf-8")).digest()
+
+
+class BottomK:
+    """The ``k`` items with the smallest keys among all offered (``k=None``: every item).
+
+    With keys from :func:`seeded_hash` of the content this is a seeded uniform sample of a stream
+    that does not depend on the stream's order, and samples for growing ``k`` are nested.
+    Memory: at most ``2k`` items at a time.
+
+    >>> s = BottomK(2)
+    >>> for key, item in [(b"c", 3), (b"a", 1), (b"d", 4), (b"b", 2)]:
+    ...     s.offer(key, item)
+    >>> s.items()
+    [1, 2]
+    """
+
+    def __init__(self, k: int | None) -> None:
+        self.k = k
+        self._kept: list[tuple[bytes, object]] = []
+
+    def offer(self, key: bytes, item: object) -> None:
+        self._kept.append((key, item))
+        if self.k is not None and len(self._kept) >= 2 * self.k + 1:
+            self._truncate()
+
+    def _truncate(self) -> None:
+        self._kept.sort(key=lambda pair: pair[0])
+        del self._kept[self.k :]
+
+    def items(self) -> list:
+        """The kept items, smallest key first."""
+        self._kept.sort(key=lambda pair: pair[0])
+        if self.k is not None:
+            del self._kept[self.k :]
+        return [item for _, item in self._kept]
+
+    def __len__(self) -> int:
+        return min(len(self._kept), self.k) if self.k is not None else len(self._kept)
+
+
 class DocumentCollector:
     """Collects documents per domain, dropping exact duplicates (after truncation) across domains.
 
@@ -77,11 +129,11 @@ class DocumentCollector:
     def add(self, domain: str, source: str, text: str) -> bool:
         if domain not in self.docs or self.full(domain):
             return False
-        text = text.strip()[: self.max_chars].strip()
+        text = clean_text(text, self.max_chars)
         if len(text) < MIN_DOC_CHARS:
             self.n_short += 1
             return False
-        key = hashlib.sha256(normalise(text).encode("utf-8")).digest()
+        key = content_key(text)
         if key in self._seen:
             self.n_duplicates += 1
             return False
@@ -169,8 +221,17 @@ def assign_splits(
                 d = items[int(i)]
                 rows.append((d.domain, split, d.source, d.text))
             start += counts[split]
+    return documents_frame(rows, list(docs))
+
+
+def documents_frame(
+    rows: Sequence[tuple[str, str, str, str]], domains: Sequence[str]
+) -> pd.DataFrame:
+    """The documents table from ``(domain, split, source, text)`` rows: sorted by domain (in
+    ``domains`` order), split (:data:`SPLITS` order) and source, ``doc_id`` 0..D-1 in that order.
+    """
     frame = pd.DataFrame(rows, columns=["domain", "split", "source", "text"])
-    domain_rank = {d: i for i, d in enumerate(docs)}
+    domain_rank = {d: i for i, d in enumerate(domains)}
     split_rank = {s: i for i, s in enumerate(SPLITS)}
     frame = frame.sort_values(
         ["domain", "split", "source"],
