@@ -12,6 +12,8 @@ Conventions (docs/pipeline.md section 6):
   comparable);
 * paired differences are means of per-prompt bpb differences with a bootstrap SE (the two
   methods' bpb resampled together, ``paired=True``);
+* the paper's unit (bpb in % of the base model), byte-weighted paired differences and the
+  uncertainty-gain correlations are :mod:`testtime.statistics`;
 * every comparison is over one prompt set: a configured method without results, or a method
   lacking prompts that others have, is an error (``--allow-partial`` compares over the prompts
   all methods have and records what is missing in metrics.json ``partial``); prompts whose
