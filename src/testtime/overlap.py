@@ -57,6 +57,37 @@ def longest_common_run(prompt: Sequence[int], seq: Sequence[int]) -> int:
     return best
 
 
+def best_overlaps(
+    prompts: Sequence[Sequence[int]], memory: Sequence[Sequence[int]], n: int = NGRAM
+) -> list[tuple[int, float]]:
+    """For each prompt, the memory sequence (index into ``memory``) with the largest
+    :func:`ngram_overlap` and that overlap ((-1, 0.0) when no n-gram is shared). An upper bound
+    on the overlap with the embedding-nearest sequence; uses an n-gram index over the memory.
+
+    >>> best_overlaps([[1, 2, 3, 4]], [[9, 9, 9], [0, 2, 3, 4], [1, 2, 3, 4]], n=2)
+    [(2, 1.0)]
+    """
+    where: dict[tuple[int, ...], set[int]] = {}
+    for j, seq in enumerate(memory):
+        s = [int(t) for t in seq]
+        for i in range(len(s) - n + 1):
+            where.setdefault(tuple(s[i : i + n]), set()).add(j)
+    out = []
+    for prompt in prompts:
+        p = [int(t) for t in prompt]
+        grams = [tuple(p[i : i + n]) for i in range(len(p) - n + 1)]
+        counts: dict[int, int] = {}
+        for g in grams:
+            for j in where.get(g, ()):
+                counts[j] = counts.get(j, 0) + 1
+        if not counts or not grams:
+            out.append((-1, 0.0))
+            continue
+        j = min(counts, key=lambda k: (-counts[k], k))
+        out.append((j, counts[j] / len(grams)))
+    return out
+
+
 def prompt_overlaps(
     prompts: pd.DataFrame, nearest: pd.DataFrame, threshold: float = NEAR_COPY
 ) -> pd.DataFrame:

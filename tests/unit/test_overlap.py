@@ -12,7 +12,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from testtime.overlap import longest_common_run, near_copy_summary, ngram_overlap, prompt_overlaps
+from testtime.overlap import (
+    best_overlaps,
+    longest_common_run,
+    near_copy_summary,
+    ngram_overlap,
+    prompt_overlaps,
+)
 
 LN2 = math.log(2)
 
@@ -74,7 +80,9 @@ def test_summary_splits_prompts_by_near_copy():
     n_bytes = np.array([100.0, 300.0, 200.0])
 
     def rows(bpb):
-        return pd.DataFrame({"prompt_id": [0, 1, 2], "nll": LN2 * n_bytes * bpb, "n_bytes": n_bytes})
+        return pd.DataFrame(
+            {"prompt_id": [0, 1, 2], "nll": LN2 * n_bytes * bpb, "n_bytes": n_bytes}
+        )
 
     method, base = rows(np.array([1.0, 3.0, 2.0])), rows(np.array([2.0, 2.0, 2.0]))
     summary = near_copy_summary(ov, method, base, ["A", "B"]).set_index("domain")
@@ -85,3 +93,13 @@ def test_summary_splits_prompts_by_near_copy():
     assert every["bpb_with"] == pytest.approx((1.0 * 100 + 2.0 * 200) / 300)
     assert every["pct_with"] == pytest.approx(100 * (500 / 300) / 2.0)
     assert math.isnan(summary.loc["B", "bpb_without"])
+
+
+def test_best_overlap_over_the_memory_is_the_brute_force_maximum():
+    rng = np.random.default_rng(1)
+    memory = [rng.integers(0, 3, rng.integers(5, 25)).tolist() for _ in range(30)]
+    prompts = [rng.integers(0, 3, 12).tolist() for _ in range(10)]
+    for (j, best), p in zip(best_overlaps(prompts, memory, n=4), prompts, strict=True):
+        brute = [_brute_overlap(p, s, 4) if len(s) >= 4 else 0.0 for s in memory]
+        assert best == pytest.approx(max(brute))
+        assert j == int(np.argmax(brute)) if max(brute) > 0 else j == -1
