@@ -126,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
                 "--steps-plot", str(fig / "bpb_vs_steps.png"), str(fig / "bpb_vs_steps.pdf"),
                 "--adaptive-plot", str(fig / "adaptive_compute.png"),
                 str(fig / "adaptive_compute.pdf"),
+                "--uncertainty-gain-plot", str(fig / "uncertainty_gain.png"),
+                str(fig / "uncertainty_gain.pdf"),
                 *optional,
             ],
         )  # fmt: skip

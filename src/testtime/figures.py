@@ -48,9 +48,50 @@ def _best(row: list) -> float:
     return min(vals) if vals else math.nan
 
 
-def table_markdown(table: pd.DataFrame, methods: Sequence[Variant]) -> str:
+def _relative_rows(
+    relative: pd.DataFrame, methods: Sequence[Variant]
+) -> tuple[list[str], list[list[str]]]:
+    """Row names and cells of the %-of-base table: ``rel (SE)`` per domain, best per row in
+    bold, then the paper's All row (:data:`testtime.statistics.PAPER_ALL_ROW_PCT`)."""
+    from testtime.statistics import PAPER_ALL_ROW_PCT
+
+    grid = relative.set_index(["domain", "method"])
+    names, rows = [], []
+    for d in dict.fromkeys(relative["domain"]):
+        cells = [grid.loc[(d, m.name)] if (d, m.name) in grid.index else None for m in methods]
+        best = min((c["rel_pct"] for c in cells if c is not None), default=math.nan)
+        texts = []
+        for c in cells:
+            if c is None:
+                texts.append("–")
+                continue
+            se = "–" if not math.isfinite(c["rel_se_pct"]) else f"{c['rel_se_pct']:.1f}"
+            txt = f"{c['rel_pct']:.1f} ({se})"
+            texts.append(f"**{txt}**" if c["rel_pct"] == best else txt)
+        names.append(d)
+        rows.append(texts)
+    if len(relative):
+        paper = {"base": 100.0, **PAPER_ALL_ROW_PCT}
+        names.append("all (paper, GPT-2)")
+        rows.append([f"{paper[m.name]:.1f}" if m.name in paper else "–" for m in methods])
+    return names, rows
+
+
+RELATIVE_NOTE = (
+    "Bits per byte in % of the base model (the paper's unit: 100 · method bpb / base bpb, "
+    "byte-weighted over the same prompts; bootstrap SE of the ratio over prompts in "
+    "parentheses, percentage points; lowest per row in bold). Last row: the paper's All row "
+    "(Hübotter et al. 2024, Table 1, GPT-2 on the Pile)."
+)
+
+
+def table_markdown(
+    table: pd.DataFrame, methods: Sequence[Variant], relative: pd.DataFrame | None = None
+) -> str:
     """Markdown table: domains x methods (report rows, :func:`testtime.methods.report_rows`,
-    in column order, headed by their labels), ``100·bpb (SE)``, best per row in bold."""
+    in column order, headed by their labels), ``100·bpb (SE)``, best per row in bold; with
+    ``relative`` (:func:`testtime.statistics.relative_bpb_table`) followed by the same table in
+    % of the base model and the paper's All row."""
     domains, rows = _cells(table, methods)
     head = "| domain | " + " | ".join(m.label for m in methods) + " |"
     lines = [head, "|---|" + "---:|" * len(methods)]
@@ -74,19 +115,36 @@ def table_markdown(table: pd.DataFrame, methods: Sequence[Variant]) -> str:
     )
     if marked:
         note += f"† fewer than {FEW_PROMPTS} prompts in this domain (natural sampling).\n"
-    return "\n".join(lines) + "\n" + note
+    text = "\n".join(lines) + "\n" + note
+    if relative is None:
+        return text
+    names, rel_rows = _relative_rows(relative, methods)
+    lines = [head, "|---|" + "---:|" * len(methods)]
+    lines += [f"| {d} | " + " | ".join(r) + " |" for d, r in zip(names, rel_rows, strict=True)]
+    return text + "\n" + "\n".join(lines) + "\n\n" + RELATIVE_NOTE + "\n"
 
 
 def _tex_escape(s: str) -> str:
     return s.replace("_", r"\_").replace("&", r"\&").replace("%", r"\%")
 
 
-def table_latex(table: pd.DataFrame, methods: Sequence[Variant]) -> str:
-    """LaTeX ``tabular`` (booktabs) with the same content as :func:`table_markdown`."""
-    domains, rows = _cells(table, methods)
-    labels = [
+def _tex_labels(methods: Sequence[Variant]) -> list[str]:
+    return [
         _tex_escape(m.label).replace("λ'", r"$\lambda'$").replace("α", r"$\alpha$") for m in methods
     ]
+
+
+def _tex_bold(text: str) -> str:
+    return rf"\textbf{{{text[2:-2]}}}" if text.startswith("**") else text
+
+
+def table_latex(
+    table: pd.DataFrame, methods: Sequence[Variant], relative: pd.DataFrame | None = None
+) -> str:
+    """LaTeX ``tabular`` (booktabs) with the same content as :func:`table_markdown` (with
+    ``relative``, a second tabular in % of the base model)."""
+    domains, rows = _cells(table, methods)
+    labels = _tex_labels(methods)
     lines = [
         r"\begin{tabular}{l" + "r" * len(methods) + "}",
         r"\toprule",
@@ -103,7 +161,25 @@ def table_latex(table: pd.DataFrame, methods: Sequence[Variant]) -> str:
             cells.append(rf"\textbf{{{txt}}}" if c is not None and c["bpb_mean"] == best else txt)
         lines.append(_tex_escape(d) + " & " + " & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", ""]
-    return "\n".join(lines)
+    text = "\n".join(lines)
+    if relative is None:
+        return text
+    names, rel_rows = _relative_rows(relative, methods)
+    lines = [
+        "",
+        "% bits per byte in % of the base model (the paper's unit), bootstrap SE of the ratio",
+        r"\begin{tabular}{l" + "r" * len(methods) + "}",
+        r"\toprule",
+        "Domain (\\% of base) & " + " & ".join(labels) + r" \\",
+        r"\midrule",
+    ]
+    for d, row in zip(names, rel_rows, strict=True):
+        if d == "all":
+            lines.append(r"\midrule")
+        cells = [_tex_bold(c).replace("–", "--") for c in row]
+        lines.append(_tex_escape(d) + " & " + " & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", ""]
+    return text + "\n".join(lines)
 
 
 # -------------------------------------------------------------------------------- figures
@@ -354,4 +430,55 @@ def plot_memory_curve(
         ylabel="SIFT − NN, bits per byte (paired)",
         title="SIFT's advantage over NN vs memory size",
         group=group,
+    )
+
+
+def plot_uncertainty_gain(
+    gain: pd.DataFrame,
+    correlations: Mapping[str, Mapping[str, Mapping[str, float]]],
+    paths: Sequence[str | Path],
+    group: AtomicGroup | None = None,
+) -> None:
+    """Left: SIFT's σ_N(x*) against the realised relative gain, one colour per domain. Right:
+    Spearman ρ of σ_N with bpb after N steps, the gain and the relative gain, over all prompts
+    and within each domain, with bootstrap 95 % CIs (``correlations``: metrics.json
+    ``uncertainty``)."""
+    from testtime.statistics import GAIN_TARGETS
+
+    plt = _plt()
+    fig, (left, ax) = plt.subplots(1, 2, figsize=(10.4, 3.8))
+    for domain, grp in gain.groupby("domain", sort=False):
+        left.scatter(grp["sigma"], 100 * grp["relative_gain"], s=12, alpha=0.6, label=domain)
+    left.axhline(0.0, ls="--", color="gray", lw=0.8)
+    left.set_xlabel(r"SIFT posterior uncertainty $\sigma_N(x^\star)$")
+    left.set_ylabel("relative gain (bpb_0 − bpb_N) / bpb_0, %")
+    left.set_title("Uncertainty and the realised gain")
+    if len(gain):
+        left.legend(fontsize=7)
+    left.grid(alpha=0.3)
+    groups = list(correlations)
+    width = 0.8 / max(len(GAIN_TARGETS), 1)
+    for j, (target, text) in enumerate(GAIN_TARGETS.items()):
+        xs, ys, lo, hi = [], [], [], []
+        for i, g in enumerate(groups):
+            c = correlations[g][target]
+            rho = c["spearman"]
+            if rho is None or not math.isfinite(rho):
+                continue
+            low, high = (v if v is not None else math.nan for v in c["spearman_ci"])
+            xs.append(i + (j - (len(GAIN_TARGETS) - 1) / 2) * width)
+            ys.append(rho)
+            lo.append(rho - low if math.isfinite(low) else 0.0)
+            hi.append(high - rho if math.isfinite(high) else 0.0)
+        ax.errorbar(xs, ys, yerr=[lo, hi], fmt="o", capsize=3, label=f"σ_N vs {text}")
+    ax.axhline(0.0, ls="--", color="gray", lw=0.8)
+    ax.set_xticks(range(len(groups)), groups, rotation=20, fontsize=8)
+    _finish(
+        fig,
+        ax,
+        paths,
+        group=group,
+        xlabel="prompts (all, then within each domain)",
+        ylabel="Spearman ρ (bootstrap 95% CI)",
+        title="Does σ_N predict the error and the gain?",
     )

@@ -12,6 +12,8 @@ Conventions (docs/pipeline.md section 6):
   comparable);
 * paired differences are means of per-prompt bpb differences with a bootstrap SE (the two
   methods' bpb resampled together, ``paired=True``);
+* the paper's unit (bpb in % of the base model), byte-weighted paired differences and the
+  uncertainty-gain correlations are :mod:`testtime.statistics`;
 * every comparison is over one prompt set: a configured method without results, or a method
   lacking prompts that others have, is an error (``--allow-partial`` compares over the prompts
   all methods have and records what is missing in metrics.json ``partial``); prompts whose
@@ -36,6 +38,7 @@ from testtime.methods import (
     report_rows,
     selection_variants,
 )
+from testtime.statistics import paper_statistics
 
 KEY = ["prompt_id", "method", "steps"]
 
@@ -328,6 +331,10 @@ class Report(NamedTuple):
     nan_prompts: dict[str, list[int]]
     rows: list[Variant]
     """The report rows (methods) in table order, with their labels."""
+    relative: pd.DataFrame
+    """bpb in % of the base model (:func:`testtime.statistics.relative_bpb_table`)."""
+    gain: pd.DataFrame
+    """SIFT's σ_N and gain per prompt (:func:`testtime.statistics.uncertainty_gain_frame`)."""
 
 
 def report_order(methods: Sequence[str], cfg: Mapping[str, Any]) -> list[Variant]:
@@ -510,8 +517,20 @@ def build_report(
         "nan_loss_prompts": {m: v for m, v in nan_prompts.items() if v},
         "partial": _partial_record(partial, allow_partial),
     }
+    paper = paper_statistics(results, unc, domains, n_boot=n_boot, seed=seed)
+    metrics |= paper.metrics
     return Report(
-        table, unc, steps, adaptive, sweep, memory_curve, _nan_to_none(metrics), nan_prompts, rows
+        table,
+        unc,
+        steps,
+        adaptive,
+        sweep,
+        memory_curve,
+        _nan_to_none(metrics),
+        nan_prompts,
+        rows,
+        paper.relative,
+        paper.gain,
     )
 
 

@@ -208,6 +208,7 @@ def _outputs(res, fig, *, lam_sweep=False, memory_curve=False) -> list[str]:
         "--uncertainty-plot": "uncertainty_vs_error",
         "--steps-plot": "bpb_vs_steps",
         "--adaptive-plot": "adaptive_compute",
+        "--uncertainty-gain-plot": "uncertainty_gain",
     }
     for flag, stem in plots.items():
         argv += [flag, str(fig / f"{stem}.png"), str(fig / f"{stem}.pdf")]
@@ -238,7 +239,8 @@ def test_cli_report_writes_every_file(tmp_path):
         assert (res / name).stat().st_size > 0
     for name in ("bpb_table.md", "bpb_table.tex", "uncertainty_vs_error.png",
                  "uncertainty_vs_error.pdf", "bpb_vs_steps.png", "bpb_vs_steps.pdf",
-                 "adaptive_compute.png", "adaptive_compute.pdf", "lambda_sweep.png"):  # fmt: skip
+                 "adaptive_compute.png", "adaptive_compute.pdf", "lambda_sweep.png",
+                 "uncertainty_gain.png", "uncertainty_gain.pdf"):  # fmt: skip
         assert (fig / name).stat().st_size > 0, name
     bpb = pd.read_csv(res / "bpb.csv")
     assert list(bpb.columns) == ["domain", "method", "n", "bpb_mean", "bpb_se"]

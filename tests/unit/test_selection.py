@@ -344,3 +344,14 @@ def test_sift_trace_and_adaptive_rule_match_activeft() -> None:
             if kept.tolist() == sorted(kept.tolist(), reverse=True):  # a prefix
                 stop = adaptive_stop_steps(ours.variances[b : b + 1], alpha)
                 assert stop.item() == kept.sum()
+
+
+def test_large_lambda_repeats_the_nearest_point_and_small_lambda_diversifies():
+    """The direction of λ′ (sift.py's docstring): as λ′ grows SIFT re-selects the most similar
+    candidate like NN-F; a small λ′ gives distinct points."""
+    g = torch.Generator().manual_seed(0)
+    q = torch.nn.functional.normalize(torch.randn(1, 16, generator=g), dim=-1)
+    c = torch.nn.functional.normalize(torch.randn(1, 50, 16, generator=g), dim=-1)
+    nn_f = SELECTORS["nn_f"](q, c, 10, lam=1.0).indices
+    assert torch.equal(SELECTORS["sift"](q, c, 10, lam=1e4).indices, nn_f)
+    assert len(set(SELECTORS["sift"](q, c, 10, lam=1e-3).indices[0].tolist())) == 10

@@ -247,6 +247,8 @@ def test_workflow_end_to_end_resumes_after_kills(clean_run: Path, tmp_path: Path
         "adaptive_compute.png",
         "adaptive_compute.pdf",
         "lambda_sweep.png",
+        "uncertainty_gain.png",
+        "uncertainty_gain.pdf",
     ):
         assert (figures / name).stat().st_size > 0, name
     bpb = pd.read_csv(results / "bpb.csv")
@@ -396,6 +398,7 @@ def test_snakemake_report_has_the_figures(clean_run: Path) -> None:
         "bpb_vs_steps.png",
         "adaptive_compute.png",
         "lambda_sweep.png",
+        "uncertainty_gain.png",
         "memory_curve.md",
         "memory_curve.png",
     }

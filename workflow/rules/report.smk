@@ -47,6 +47,13 @@ rule report:
             labels={"name": "adaptive compute"},
         ),
         adaptive_pdf=f"{FIGURES}/adaptive_compute.pdf",
+        uncertainty_gain_png=report(
+            f"{FIGURES}/uncertainty_gain.png",
+            caption="../report/uncertainty_gain.rst",
+            category="Figures",
+            labels={"name": "uncertainty vs gain"},
+        ),
+        uncertainty_gain_pdf=f"{FIGURES}/uncertainty_gain.pdf",
     log:
         f"{LOGS}/report.log",
     benchmark:
@@ -66,6 +73,7 @@ rule report:
         " --uncertainty-plot {output.uncertainty_png:q} {output.uncertainty_pdf:q}"
         " --steps-plot {output.steps_png:q} {output.steps_pdf:q}"
         " --adaptive-plot {output.adaptive_png:q} {output.adaptive_pdf:q}"
+        " --uncertainty-gain-plot {output.uncertainty_gain_png:q} {output.uncertainty_gain_pdf:q}"
         " {params.optional_outputs} > {log:q} 2>&1"
 
 

@@ -12,7 +12,8 @@ one or more ``.png`` / ``.pdf`` paths. Example (docs/pipeline.md section 6)::
         --uncertainty-plot figures/demo/uncertainty_vs_error.png \\
                            figures/demo/uncertainty_vs_error.pdf \\
         --steps-plot figures/demo/bpb_vs_steps.png figures/demo/bpb_vs_steps.pdf \\
-        --adaptive-plot figures/demo/adaptive_compute.png figures/demo/adaptive_compute.pdf
+        --adaptive-plot figures/demo/adaptive_compute.png figures/demo/adaptive_compute.pdf \\
+        --uncertainty-gain-plot figures/demo/uncertainty_gain.png figures/demo/uncertainty_gain.pdf
 
 ``--lambda-sweep-plot`` is given exactly when the config has ``select.lam_sweep``, and
 ``--memory-curve-md`` with ``--memory-curve-plot`` exactly when it has
@@ -44,6 +45,7 @@ _FIGURES = (
     ("--uncertainty-plot", "uncertainty_plot", "uncertainty_vs_error.{png,pdf}"),
     ("--steps-plot", "steps_plot", "bpb_vs_steps.{png,pdf}"),
     ("--adaptive-plot", "adaptive_plot", "adaptive_compute.{png,pdf}"),
+    ("--uncertainty-gain-plot", "uncertainty_gain_plot", "uncertainty_gain.{png,pdf}"),
 )
 
 
@@ -163,8 +165,8 @@ def run(args: argparse.Namespace) -> None:
         args.bpb_vs_steps_csv: rep.steps[["method", "steps", "bpb_mean"]].to_csv(
             index=False, float_format="%.6g"
         ),
-        args.table_md: figures.table_markdown(rep.bpb, methods),
-        args.table_tex: figures.table_latex(rep.bpb, methods),
+        args.table_md: figures.table_markdown(rep.bpb, methods, rep.relative),
+        args.table_tex: figures.table_latex(rep.bpb, methods, rep.relative),
     }
     # Every file goes to a temporary first; all are renamed only once all are written, so a
     # failure (full disk, read-only directory) leaves the previous report whole.
@@ -182,6 +184,9 @@ def run(args: argparse.Namespace) -> None:
         )
         figures.plot_bpb_vs_steps(rep.steps, labels, args.steps_plot, group=out)
         figures.plot_adaptive(rep.steps, rep.adaptive, args.adaptive_plot, group=out)
+        figures.plot_uncertainty_gain(
+            rep.gain, rep.metrics.get("uncertainty", {}), args.uncertainty_gain_plot, group=out
+        )
         if args.lambda_sweep_plot:
             bpb = rep.metrics["bpb"]
             refs = {labels[m]: bpb[m] for m in ("nn", "base") if m in bpb}
@@ -208,6 +213,19 @@ def run(args: argparse.Namespace) -> None:
                 f"paired {key}: {d['mean']:+.4f} ± {d['se'] or float('nan'):.4f} "
                 f"(better on {100 * d['frac_better']:.0f}% of {d['n']} prompts)"
             )
+        if key in rep.metrics.get("paired_byte_weighted", {}):
+            d = rep.metrics["paired_byte_weighted"][key]
+            print(
+                f"paired {key}, byte-weighted (the table's statistic): {d['mean']:+.4f} ± "
+                f"{d['se'] or float('nan'):.4f}"
+            )
+    relative = rep.metrics.get("bpb_relative_pct", {})
+    if relative:
+        se = rep.metrics["bpb_relative_se_pct"]
+        print(
+            "% of base: "
+            + " | ".join(f"{labels[m]} {v:.1f}±{se[m] or 0:.1f}" for m, v in relative.items())
+        )
     bad = {m: p for m, p in rep.nan_prompts.items() if p}
     if bad:
         print(f"NaN loss, prompts left out of every method: {bad}", file=sys.stderr)

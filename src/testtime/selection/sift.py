@@ -10,6 +10,10 @@ k(a, b) = <a, b>, noise lam = λ′):
 The argmin runs over all K candidates, already selected ones included: a repeat is one more
 observation with noise λ′, so SIFT repeats an informative point only while that beats every
 other point, and stops taking information duplicates once diverse points reduce σ² more.
+λ′ sets that trade-off: observing x lowers σ_n²(x*) by k_n(x*, x)² / (k_n(x, x) + λ′), with k_n
+the posterior kernel after the n points so far. A small λ′ makes a point (or its duplicate)
+nearly useless once observed, so SIFT moves on to diverse points; as λ′ → ∞ an observation
+barely changes k_n and SIFT re-selects the point most similar to x* again and again, like NN-F.
 """
 
 from __future__ import annotations
@@ -87,7 +91,9 @@ def sift(
         queries: ``(B, d)`` floating (fp16/bf16/fp32/fp64), on the device to compute on.
         candidates: ``(B, K, d)``; row b holds the candidates of query b.
         n: points to select per query (may exceed K: points repeat).
-        lam: noise variance λ′ > 0 (larger favours diversity).
+        lam: noise variance λ′ > 0. Small λ′ favours diversity (a point once observed
+            explains little more); as λ′ → ∞ every observation is weak and SIFT keeps
+            re-selecting the most similar point, like NN-F.
         dtype: compute dtype, float32 (default; float64 for float64 inputs) or float64.
         gram: force (True) or forbid (False) precomputing the ``(B, K, K)`` kernel matrix.
         chunk_size: queries per chunk (default: bounded memory).
