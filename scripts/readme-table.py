@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Copy the demo's bits-per-byte table (figures/demo/bpb_table.md) into README.md.
+"""Copy the demo's bits-per-byte tables (figures/demo/bpb_table.md) into README.md.
 
-The README shows the table of the last `make reproduce` between the `demo-table` markers; this
+The README shows the tables of the last `make reproduce` between the `demo-table` markers; this
 script writes it there, and tests/unit/test_readme_table.py fails when the README and a local
 demo run disagree by more than the cross-machine tolerance (see `TOLERANCE`).
 
@@ -29,13 +29,16 @@ NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
 
 def table_lines(markdown: str) -> list[str]:
-    """The lines of the first Markdown table in ``markdown`` (consecutive lines starting '|')."""
+    """The lines of every Markdown table in ``markdown`` (lines starting '|'), in order, with
+    one empty line between consecutive tables."""
     lines: list[str] = []
     for line in markdown.splitlines():
         if line.startswith("|"):
             lines.append(line)
-        elif lines:
-            break
+        elif lines and lines[-1]:
+            lines.append("")
+    while lines and not lines[-1]:
+        lines.pop()
     if not lines:
         raise ValueError("no Markdown table found")
     return lines

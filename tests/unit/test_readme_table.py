@@ -21,6 +21,12 @@ MEASURED = """| domain | Base | SIFT |
 | all | 218.1 (9.9) | **187.0 (12.0)** |
 
 Bits per byte × 100 of each domain's evaluation text.
+
+| domain | Base | SIFT |
+|---|---:|---:|
+| all | 100.0 (0.0) | **85.7 (1.2)** |
+
+Bits per byte in % of the base model.
 """
 
 
@@ -38,6 +44,7 @@ def test_render_replaces_only_the_block_between_the_markers() -> None:
         "# t\n\n<!-- demo-table:start -->\n"
         "| domain | Base | SIFT |\n|---:|---:|---:|\n"
         "| Github | 221.3 (16.6) | **172.0 (21.9)** |\n| all | 218.1 (9.9) | **187.0 (12.0)** |\n"
+        "\n| domain | Base | SIFT |\n|---|---:|---:|\n| all | 100.0 (0.0) | **85.7 (1.2)** |\n"
         "<!-- demo-table:end -->\n\nafter\n"
     )
     with pytest.raises(ValueError, match="markers"):
@@ -49,6 +56,8 @@ def test_differences_allow_the_cross_machine_tolerance_only() -> None:
     assert SCRIPT["differences"](close, MEASURED) == []
     far = MEASURED.replace("187.0 (12.0)", "185.5 (12.0)")
     assert SCRIPT["differences"](far, MEASURED) == ["all: 185.5 shown, 187.0 measured"]
+    far_pct = MEASURED.replace("**85.7 (1.2)**", "**84.0 (1.2)**")
+    assert SCRIPT["differences"](far_pct, MEASURED) == ["all: 84.0 shown, 85.7 measured"]
     moved_bold = MEASURED.replace("| **172.0 (21.9)** |", "| 172.0 (21.9) |")
     assert SCRIPT["differences"](moved_bold, MEASURED) == [
         "the tables differ in rows, columns, labels or bold cells"
