@@ -132,7 +132,8 @@ def gpu_budget(requested: int | None, present: int) -> int | None:
         return present or None
     if requested > present:
         raise ValueError(
-            f"--resources gpu={requested} asks for {requested} GPUs but this machine has"
+            f"--resources gpu={requested} asks for {requested} GPU{'s' * (requested != 1)} but"
+            " this machine has"
             f" {present} (CUDA_VISIBLE_DEVICES or nvidia-smi -L);"
             f" use --resources gpu={present} or fewer"
         )

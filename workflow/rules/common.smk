@@ -28,7 +28,7 @@ SELECTION_VARIANTS = selection_variants(config)
 VARIANTS = [v.name for v in SELECTION_VARIANTS]
 MEMORY_SHARDS = list(range(config["embed"]["shards"]))
 PROMPT_SHARDS = list(range(config["finetune"]["shards"]))
-# Jobs claim the `gpu` resource only where they will use one (the local profile caps it at 1).
+# Jobs claim the `gpu` resource only where they will use one (capped at the GPUs present below).
 USES_GPU = uses_gpu(config["device"])
 
 
@@ -42,8 +42,8 @@ def slurm_accounts():
 # Before anything is submitted: the slurm profile's placeholder account must have been edited.
 if "your_account" in slurm_accounts():
     raise WorkflowError(
-        "slurm_account is still the placeholder 'your_account': set your cluster account in"
-        " workflow/profiles/slurm/profile.yaml or pass --default-resources slurm_account=NAME"
+        "slurm_account is still the placeholder 'your_account': set your cluster's account"
+        " (and partitions) in workflow/profiles/slurm/profile.yaml; nothing was submitted"
     )
 # Local runs (not a cluster profile, not inside a Slurm job, where Slurm binds GPUs): `gpu` is
 # capped at the GPUs present, and each GPU job takes one device of its own (testtime.gpu_slots).
