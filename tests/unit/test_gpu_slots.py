@@ -2,7 +2,8 @@
 
 * Concurrent jobs never share a slot; N+1 jobs on N devices: the last one waits until a slot
   frees; a SIGKILLed job's slot is taken by the next job.
-* The CLI claims only under the workflow (TESTTIME_GPU_SLOTS set), never under Slurm.
+* The CLI claims only under the workflow (TESTTIME_GPU_SLOTS set), never under Slurm, and takes
+  its slot before the stage runs (a `testtime finetune` waits while the only slot is held).
 * The workflow refuses `--resources gpu=N` above the GPUs present, and the slurm profile's
   placeholder account, each with one line (Snakemake dry runs, a few seconds each).
 
@@ -92,6 +93,28 @@ def test_no_claim_outside_the_workflow_under_slurm_or_for_cpu(
     assert gpu_slots.claim("cuda:1", env) is None
     assert gpu_slots.claim("auto", env | {"CUDA_VISIBLE_DEVICES": ""}) is None
     assert not list(tmp_path.iterdir()), "nothing may be locked"
+
+
+def test_the_cli_waits_for_a_slot_before_the_stage_runs(tmp_path: Path) -> None:
+    """`testtime finetune` with a device in its config slice takes its slot first: while the
+    only slot is held it waits; once freed it runs (and fails on the missing files)."""
+    held = gpu_slots.try_acquire(["0"], tmp_path)
+    assert held is not None
+    cli = Path(sys.executable).parent / "testtime"
+    args = [cli, "finetune", "--config-json", '{"device": "auto"}', "--method", "base"]
+    args += ["--model", "m", "--prompts", "p", "--memory", "x", "--out", str(tmp_path / "o")]
+    job = subprocess.Popen(
+        args,
+        env=os.environ | {gpu_slots.SLOTS_ENV: str(tmp_path), "CUDA_VISIBLE_DEVICES": "0"},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(3.0)
+    assert job.poll() is None, "the stage ran although its GPU slot was taken"
+    held.release()
+    _, err = job.communicate(timeout=120)
+    assert job.returncode == 2
+    assert "GPU slots" in err and "--model 'm' does not exist" in err, err
 
 
 def _dry_run(workdir: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
