@@ -88,6 +88,8 @@ AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=127.0.0.1
 AccountingStorageEnforce=associations
 AccountingStorageTRES=gres/gpu
+# sacct shows the plugin's --comment (rule_<name>_wildcards_...) only with job_comment
+AccountingStoreFlags=job_comment
 NodeName=$NODE NodeAddr=127.0.0.1 NodeHostname=$host CPUs=96 Boards=1 SocketsPerBoard=1 CoresPerSocket=96 ThreadsPerCore=1 RealMemory=800000 Gres=gpu:h100:$GPUS State=UNKNOWN
 PartitionName=cpu Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
 PartitionName=gpu Nodes=$NODE MaxTime=INFINITE State=UP

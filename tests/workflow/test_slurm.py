@@ -9,7 +9,8 @@ Needs the one-node test cluster of scripts/slurm-cluster.sh (as root on Debian):
 * tests/workflow/tiny.yaml runs through `--workflow-profile workflow/profiles/slurm`, overlaid
   with only the cluster's account and partitions; while it runs, the pre-training job is
   cancelled with scancel. Every job of every rule ran as a Slurm job (sacct lists each rule
-  COMPLETED), the cancelled one was retried (the profile's `retries`), and every artifact
+  COMPLETED), the cancelled one was retried (the profile's `retries`), fine-tuning jobs got the
+  profile's `cpus_per_gpu: 8` CPUs, and every artifact
   (selections, fine-tuning shards, per_prompt.parquet, bpb.csv, metrics.json, figures) is
   byte-identical to the local run of the same config.
 * Bad input reaches the user as one readable line before or at the first submission: an
@@ -90,15 +91,15 @@ def _snakemake_slurm(profile: Path) -> list[str]:
 
 
 def _sacct(start: str) -> list[dict[str, str]]:
-    """Allocations (no steps) since ``start``: JobID, State, Comment (rule_<name>_wildcards_...)."""
+    """Allocations (no steps) since ``start``: id, state, cpus, comment (rule_<name>_...)."""
     out = subprocess.run(
-        ["sacct", "-n", "-X", "-P", "-S", start, "-o", "JobID,State,Comment%200"],
+        ["sacct", "-n", "-X", "-P", "-S", start, "-o", "JobID,State,AllocCPUS,Comment%200"],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
-    rows = [line.split("|", 2) for line in out.splitlines() if line.strip()]
-    return [{"id": r[0], "state": r[1].split()[0], "comment": r[2]} for r in rows]
+    rows = [line.split("|", 3) for line in out.splitlines() if line.strip()]
+    return [{"id": r[0], "state": r[1].split()[0], "cpus": r[2], "comment": r[3]} for r in rows]
 
 
 def _running_job(rule: str) -> str | None:
@@ -169,6 +170,8 @@ def test_tiny_run_on_slurm_matches_local_and_survives_scancel(
     states = {job["id"]: job["state"] for job in jobs}
     assert states[cancelled] == "CANCELLED", states[cancelled]
     assert "rule_pretrain" in completed, "the cancelled pre-training job was not retried"
+    finetune_cpus = {job["cpus"] for job in jobs if _rule(job["comment"]) == "finetune"}
+    assert finetune_cpus == {"8"}, f"finetune jobs got {finetune_cpus} CPUs, not cpus_per_gpu: 8"
 
     got, want = _artifacts(workdir), _artifacts(local_run)
     assert sorted(got) == sorted(want)
