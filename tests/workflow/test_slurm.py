@@ -3,7 +3,7 @@
 Needs the one-node test cluster of scripts/slurm-cluster.sh (as root on Debian)::
 
     scripts/slurm-cluster.sh up
-    .venv/bin/pytest -m slurm tests/workflow/test_slurm.py     # ~26 min on 2 cores at load 9
+    .venv/bin/pytest -m slurm tests/workflow/test_slurm.py     # 30 min on 2 cores shared at load 9
     scripts/slurm-cluster.sh down
 
 * tests/workflow/tiny.yaml runs through `--workflow-profile workflow/profiles/slurm`, overlaid
