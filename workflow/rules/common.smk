@@ -1,10 +1,13 @@
 # Workflow-side Python: config validation, run paths, method variants, input functions.
+import os
 import re
 import shlex
 from pathlib import Path
 
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
+from testtime import gpu_slots
 from testtime.config import SCHEMA_PATH, config_slice_json, validate_config
 from testtime.device import uses_gpu
 from testtime.methods import finetuned_method_names, selection_variants
@@ -26,8 +29,37 @@ SELECTION_VARIANTS = selection_variants(config)
 VARIANTS = [v.name for v in SELECTION_VARIANTS]
 MEMORY_SHARDS = list(range(config["embed"]["shards"]))
 PROMPT_SHARDS = list(range(config["finetune"]["shards"]))
-# Jobs claim the `gpu` resource only where they will use one (the local profile caps it at 1).
+# Jobs claim the `gpu` resource only where they will use one (capped at the GPUs present below).
 USES_GPU = uses_gpu(config["device"])
+
+
+def slurm_accounts():
+    """The slurm_account values the profile and command line give (defaults and per rule)."""
+    settings = workflow.resource_settings
+    resources = [settings.default_resources or {}, *settings.overwrite_resources.values()]
+    return {str(r["slurm_account"].raw) for r in resources if "slurm_account" in r}
+
+
+# Before anything is submitted: the slurm profile's placeholder account must have been edited.
+if "your_account" in slurm_accounts():
+    raise WorkflowError(
+        "slurm_account is still the placeholder 'your_account': set your cluster's account"
+        " (and partitions) in workflow/profiles/slurm/profile.yaml; nothing was submitted"
+    )
+# Local runs (not a cluster profile, not inside a Slurm job, where Slurm binds GPUs): `gpu` is
+# capped at the GPUs present, and each GPU job takes one device of its own (testtime.gpu_slots).
+if not slurm_accounts() and "SLURM_JOB_ID" not in os.environ:
+    _requested = workflow.global_resources.get("gpu")
+    try:
+        _gpus = gpu_slots.gpu_budget(
+            None if _requested is None else _requested.value,
+            len(gpu_slots.visible_devices()),
+        )
+    except ValueError as exc:
+        raise WorkflowError(str(exc)) from None
+    if _requested is None and _gpus is not None:
+        workflow.register_resource("gpu", _gpus)
+    os.environ.setdefault(gpu_slots.SLOTS_ENV, os.path.abspath(".snakemake/gpu-slots"))
 
 
 wildcard_constraints:
