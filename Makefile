@@ -30,9 +30,12 @@ $(LINT_STAMP): $(LINT_LOCK)
 
 install: $(STAMP)
 
-# run-workflow.sh = `snakemake --cores all` that also recovers from a SIGKILLed earlier run.
+# run-workflow.sh = `snakemake --cores all` that also recovers from a SIGKILLed earlier run;
+# dvc-adopt.sh then records the outputs in dvc.lock, so `dvc status`/`dvc repro` find nothing
+# to do (a no-op with a note outside a git repository; docs/dvc.md).
 reproduce: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" scripts/run-workflow.sh --cores $(CORES)
+	PATH="$(abspath $(BIN)):$$PATH" scripts/dvc-adopt.sh
 
 test: $(STAMP) $(LINT_STAMP)
 	$(BIN)/ruff check .

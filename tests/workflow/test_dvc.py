@@ -8,7 +8,7 @@
 * With every mtime rewritten (as checkout/pull/commit do), a forced stage runs only its rules
   and rewrites no other file.
 * select.lam=0.3 plans only what reads lambda' in Snakemake's dry run and in `dvc status`.
-* push to a local-directory remote, git clone, scripts/dvc-pull.sh: status clean, `dvc repro`
+* push to a local-directory remote, git clone, scripts/dvc-pull.py: status clean, `dvc repro`
   and `snakemake` run nothing, provenance records came along; an unreachable remote fails in one
   line and changes nothing; a pull from an incomplete push names the missing outputs.
 * `dvc plots show --json`: each plot's Vega-Lite spec encodes what its title says.
@@ -63,6 +63,11 @@ def _contents(root: Path) -> dict[str, bytes | None]:
         for p in sorted((root / top).rglob("*"))
         if p.is_file() and "checkpoints" not in p.parts and p.name != ".snakemake_timestamp"
     }
+
+
+def _outputs_tree(root: Path) -> dict[str, int]:
+    """Every output file (data/, results/, figures/) with its mtime."""
+    return {k: v for k, v in _tree(root).items() if k.startswith(("data/", "results/", "figures/"))}
 
 
 def _ran_rules(log: str) -> set[str]:
@@ -314,7 +319,7 @@ def test_pull_in_a_fresh_clone_reruns_nothing(
     project: Path, clean_run: Path, tmp_path: Path
 ) -> None:
     """Item 4 and its bad input: push to a local-directory remote; a teammate's clone pulls with
-    scripts/dvc-pull.sh and then neither `dvc repro` nor `snakemake` has anything to do, with
+    scripts/dvc-pull.py and then neither `dvc repro` nor `snakemake` has anything to do, with
     every output and its provenance record byte-identical. An unreachable remote fails in one
     line and leaves the files as they were; a pull of an incomplete push names what is
     missing."""
@@ -324,7 +329,7 @@ def test_pull_in_a_fresh_clone_reruns_nothing(
     _sh(project, "dvc", "push", "-q")
 
     clone = _clone(project, tmp_path / "clone")
-    pulled = _sh(clone, "scripts/dvc-pull.sh")
+    pulled = _sh(clone, "scripts/dvc-pull.py")
     assert _contents(clone) == _contents(project), "pulled outputs differ"
     assert (clone / "data" / "tiny" / "selections" / "sift.parquet.run.json").is_file()
     assert "up to date" in _sh(clone, "dvc", "status").stdout
@@ -332,19 +337,20 @@ def test_pull_in_a_fresh_clone_reruns_nothing(
     again = _sh(clone, "snakemake", "-n", "--cores", "1")
     assert "Nothing to be done" in again.stdout + again.stderr, pulled.stderr
 
-    # unreachable remote: one line, nothing changed
+    # unreachable remote (and no local cache, so the pull needs it): one line, nothing changed
     _sh(clone, "dvc", "remote", "add", "gone", "http://127.0.0.1:9/store")
-    before = _tree(clone)
-    bad = _sh(clone, "scripts/dvc-pull.sh", "-r", "gone", "--force", ok=False, timeout=300)
+    shutil.rmtree(clone / ".dvc" / "cache")
+    before = _outputs_tree(clone)
+    bad = _sh(clone, "scripts/dvc-pull.py", "-r", "gone", ok=False, timeout=300)
     assert bad.returncode != 0
     assert len(bad.stderr.strip().splitlines()) == 1, bad.stderr
-    assert _tree(clone) == before
+    assert _outputs_tree(clone) == before
 
     # incomplete push: the objects of one output are gone from the remote
     missing = next((remote / "files" / "md5").rglob("*.dir"))
     shutil.rmtree(remote / "files" / "md5" / missing.parent.name)
     fresh = _clone(project, tmp_path / "fresh")
-    partial = _sh(fresh, "scripts/dvc-pull.sh", ok=False)
+    partial = _sh(fresh, "scripts/dvc-pull.py", ok=False)
     assert partial.returncode != 0
     assert "dvc-pull: missing " in partial.stderr and "data/tiny/" in partial.stderr, partial.stderr
 
@@ -354,7 +360,7 @@ def test_plots_draw_what_their_titles_say(project: Path) -> None:
     line per method (colour = method), the uncertainty plot is a sigma-vs-bpb scatter."""
     shown = json.loads(_sh(project, "dvc", "plots", "show", "--json").stdout)
     specs = {}
-    for path, entries in shown.items():
+    for path, entries in shown["data"].items():
         for entry in entries:
             if entry.get("type") == "vega":
                 specs[Path(path).name] = entry["content"]
@@ -369,7 +375,7 @@ def test_plots_draw_what_their_titles_say(project: Path) -> None:
         "method",
     )
     methods = {row["method"] for row in steps["data"]["values"]}
-    assert {"base", "sift", "nn", "us", "random"} <= methods
+    assert {"sift", "nn", "nn_f", "us", "random"} <= methods  # base is step 0 of each
     scatter = specs["uncertainty.csv"]
     enc = scatter["encoding"]
     assert (enc["x"]["field"], enc["y"]["field"]) == ("sigma", "bpb")
