@@ -40,9 +40,12 @@ $(CORPUS_STAMP): $(CORPUS_LOCK) $(CORPUS_BUILD) src/testtime/corpus/pinned.py | 
 
 install: $(STAMP) $(CORPUS_STAMP)
 
-# run-workflow.sh = `snakemake --cores all` that also recovers from a SIGKILLed earlier run.
+# run-workflow.sh = `snakemake --cores all` that also recovers from a SIGKILLed earlier run;
+# dvc-adopt.sh then records the outputs in dvc.lock, so `dvc status`/`dvc repro` find nothing
+# to do (a no-op with a note outside a git repository; docs/dvc.md).
 reproduce: $(STAMP) $(CORPUS_STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" scripts/run-workflow.sh --cores $(CORES)
+	PATH="$(abspath $(BIN)):$$PATH" scripts/dvc-adopt.sh
 
 test: $(STAMP) $(CORPUS_STAMP) $(LINT_STAMP)
 	$(BIN)/ruff check .

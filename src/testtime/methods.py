@@ -19,6 +19,7 @@ the report and figures take labels, lambda', alpha and fractions from the record
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -80,10 +81,11 @@ def selection_variants(config: Mapping[str, Any]) -> list[Variant]:
     ['SIFT', 'NN', "SIFT λ'=0.01", 'SIFT 50% memory', 'NN 50% memory']
     """
     sel = config["select"]
-    lam0 = float(sel["lam"])
-    out = [Variant(m, m, SELECTOR_BY_NAME[m].label, lam0) for m in sel["methods"]]
+    methods = sel.get("methods", [])  # a job's view of a sweep variant has neither key
+    lam0 = float(sel["lam"]) if methods else None
+    out = [Variant(m, m, SELECTOR_BY_NAME[m].label, lam0) for m in methods]
     for lam in sel.get("lam_sweep", []):
-        if float(lam) != lam0 or "sift" not in sel["methods"]:
+        if float(lam) != lam0 or "sift" not in methods:
             label = f"{SELECTOR_BY_NAME['sift'].label} λ'={_fmt(lam)}"
             out.append(Variant(f"sift_lam{_fmt(lam)}", "sift", label, float(lam)))
     for fraction in sel.get("memory_fractions", []):
@@ -92,6 +94,63 @@ def selection_variants(config: Mapping[str, Any]) -> list[Variant]:
                 name = memory_variant_name(m, fraction)
                 label = f"{SELECTOR_BY_NAME[m].label} {100 * float(fraction):g}% memory"
                 out.append(Variant(name, m, label, lam0, float(fraction)))
+    return out
+
+
+def _variant_select_keys(config: Mapping[str, Any], variant: Variant) -> dict[str, Any]:
+    """The ``select`` keys that define ``variant`` alone (:func:`selection_variants` of them
+    yields it under its name), taken from ``config``."""
+    sel = config["select"]
+    if (
+        variant.selector == "sift"
+        and variant.name != variant.selector
+        and variant.memory_fraction == 1
+    ):
+        return {"lam_sweep": [variant.lam]}  # a sweep variant: its own lambda', not select.lam
+    # every selector records the query's sigma^2 at select.lam (and US chooses by it)
+    keys: dict[str, Any] = {"methods": [variant.selector], "lam": sel["lam"]}
+    if variant.memory_fraction < 1:
+        keys["memory_fractions"] = [variant.memory_fraction]
+    return keys
+
+
+def variant_job_config(config: Mapping[str, Any], name: str, job: str) -> dict[str, Any]:
+    """The config a ``select`` or ``finetune`` job of variant ``name`` reads, and nothing else.
+
+    A variant's jobs see only the keys its results depend on, so that changing another
+    variant's key (a sweep value, ``select.adaptive_alphas`` for a baseline) or a key no job of it
+    reads makes none of them stale. ``base`` fine-tunes nothing: no ``select`` key at all.
+    Every selector records the query's posterior variance at ``select.lam`` (and US chooses by
+    it), so every variant on the main lambda' reads it; a sweep variant reads only its own value.
+
+    >>> cfg = {"seed": 0, "device": "cpu", "index": {"type": "flat"}, "finetune": {"lr": 0.1},
+    ...        "select": {"methods": ["sift", "nn"], "lam": 1.0, "lam_sweep": [0.1], "n": 2,
+    ...                   "k": 4, "adaptive_alphas": [1.0], "memory_fractions": []}}
+    >>> variant_job_config(cfg, "base", "finetune")
+    {'seed': 0, 'device': 'cpu', 'finetune': {'lr': 0.1}}
+    >>> variant_job_config(cfg, "sift_lam0.1", "select")["select"]
+    {'n': 2, 'k': 4, 'lam_sweep': [0.1]}
+    >>> variant_job_config(cfg, "sift", "finetune")["select"]
+    {'n': 2, 'methods': ['sift'], 'lam': 1.0, 'adaptive_alphas': [1.0]}
+    """
+    if job not in ("select", "finetune"):
+        raise ValueError(f"job must be 'select' or 'finetune', got {job!r}")
+    out: dict[str, Any] = {"seed": config["seed"], "device": config["device"]}
+    if job == "finetune":
+        out["finetune"] = copy.deepcopy(config["finetune"])
+        if name == BASE.name:
+            return out
+    variant = variant_by_name(config, name)
+    sel = config["select"]
+    select: dict[str, Any] = {"n": sel["n"]}
+    if job == "select":
+        select["k"] = sel["k"]
+        if variant.memory_fraction < 1:  # a memory subset is searched again
+            out["index"] = copy.deepcopy(config["index"])
+    select |= copy.deepcopy(_variant_select_keys(config, variant))
+    if job == "finetune" and variant.name == "sift":  # adaptive rows come from the sift run
+        select["adaptive_alphas"] = list(sel["adaptive_alphas"])
+    out["select"] = select
     return out
 
 

@@ -2,7 +2,6 @@
 
 * A bad config (unknown key, wrong type, out-of-range value, N > K for nn, unknown method) fails
   before any job runs, with a message naming the key; `snakemake --lint` is clean.
-* dvc.yaml and the Snakemake DAG name the same outputs (so the two cannot drift).
 * The whole DAG runs on a tiny config (tests/workflow/tiny.yaml) in a temp dir and writes every
   table and figure; a second invocation has nothing to do; `snakemake --report report.zip`
   builds the report with every table and figure; a run killed with SIGKILL (during
@@ -13,9 +12,7 @@
   and a changed finetune.lr makes exactly the fine-tuning, aggregate and report jobs stale.
 * Every artifact (data/, results/, figures/; provenance records aside) of the run killed twice
   is byte-identical to the uninterrupted run's, and files honour the umask.
-* `dvc repro` in a fresh git + DVC project with the same config gives byte-identical results,
-  a second `dvc repro` reruns nothing, and `dvc exp run -S ...` followed by `dvc exp show`
-  shows bpb per method and the sigma correlation for the baseline and the experiment.
+* The DVC side (dvc.yaml, adoption, remotes, plots) is tested in test_dvc.py, on the same run.
 
 Run only these: `.venv/bin/pytest tests/workflow -m workflow` (about 4-6 minutes on 2 cores).
 """
@@ -25,7 +22,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import re
 import shutil
 import signal
 import stat
@@ -38,7 +34,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from snakemake.utils import update_config
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -137,51 +132,6 @@ def test_dry_run_writes_nothing_and_jobs_carry_their_config(tmp_path: Path) -> N
     assert commands and all("--config-json" in c and '"lr": 0.00123' in c for c in commands)
 
 
-def test_dvc_and_snakemake_name_the_same_outputs() -> None:
-    """Each Snakemake output lies in exactly one DVC out; each DVC out holds a Snakemake output."""
-    from dvc.repo import Repo
-
-    proc = _run(REPO, ["snakemake", "--summary", "--cores", "1"])
-    _assert_ok(proc)
-    lines = proc.stdout.strip().splitlines()
-    header = lines[0].split("\t")
-    smk_outputs = {Path(line.split("\t")[header.index("output_file")]) for line in lines[1:]}
-    assert smk_outputs, "the Snakemake DAG lists no outputs"
-
-    repo = Repo(str(REPO))
-    dvc_outs = [Path(str(out)) for stage in repo.index.stages for out in stage.outs]
-    assert len(dvc_outs) == len(set(dvc_outs)), "a DVC out is declared twice"
-
-    def covering(path: Path) -> list[Path]:
-        return [out for out in dvc_outs if path == out or out in path.parents]
-
-    uncovered = sorted(str(p) for p in smk_outputs if len(covering(p)) != 1)
-    assert not uncovered, f"Snakemake outputs not in exactly one DVC out: {uncovered}"
-    empty = sorted(
-        str(out) for out in dvc_outs if not any(out == p or out in p.parents for p in smk_outputs)
-    )
-    assert not empty, f"DVC outs that no Snakemake rule writes: {empty}"
-
-
-def test_dvc_stages_depend_on_the_whole_library_and_their_rules() -> None:
-    """Every DVC stage depends on src/testtime as a whole (no hand-kept module list to drift),
-    on common.smk and on the rules file that defines its Snakemake targets; every code dep
-    exists."""
-    dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())
-    rules = {}
-    for smk in (REPO / "workflow" / "rules").glob("*.smk"):
-        rules |= {name: smk.name for name in re.findall(r"^rule (\w+):", smk.read_text(), re.M)}
-    for name, stage in dvc["stages"].items():
-        deps = stage["deps"]
-        code = [d for d in deps if not d.startswith(("data/", "results/"))]
-        assert [d for d in code if d.startswith("src/")] == ["src/testtime"], name
-        targets = stage["cmd"].split(" -- ")[0].split()[1:]  # ${smk} <allowed rules> -- <target>
-        smk = {f"workflow/rules/{rules[t]}" for t in targets}
-        assert set(code) - {"src/testtime"} == smk | {"workflow/rules/common.smk"}, name
-        assert all((REPO / d).exists() for d in code), name
-    assert "__pycache__/" in (REPO / ".dvcignore").read_text()
-
-
 def _report_outputs(workdir: Path) -> dict[str, pd.DataFrame]:
     results = workdir / "results" / "tiny"
     return {
@@ -215,14 +165,6 @@ def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 600) -> bool:
             return predicate()
         time.sleep(0.05)
     raise TimeoutError("workflow did not reach the kill point in time")
-
-
-@pytest.fixture(scope="module")
-def clean_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny workflow run once, uninterrupted; the workdir (shared by the tests below)."""
-    clean = _workdir(tmp_path_factory.mktemp("clean"))
-    _assert_ok(_run(clean, RUN))
-    return clean
 
 
 def test_snakemake_lint_is_clean() -> None:
@@ -403,81 +345,3 @@ def test_snakemake_report_has_the_figures(clean_run: Path) -> None:
         "memory_curve.png",
     }
     assert expected <= names, expected - names
-
-
-@pytest.mark.workflow
-def test_dvc_repro_and_experiments(clean_run: Path, tmp_path: Path) -> None:
-    """dvc.yaml reads params from config/config.yaml, so the DVC project (a git repository, as
-    `dvc exp` needs) gets the tiny config (layered over the demo one, exactly what the Snakemake
-    run saw) as its config/config.yaml.
-
-    The experiment changes report.bootstrap, which reruns only the report stage (the test
-    budget has no room for another fine-tuning run); `dvc exp show` must then show bpb per
-    method and the sigma correlation for both the baseline and the experiment (before metrics
-    were cached it printed `!` for every metric: results/ is git-ignored)."""
-    project = _workdir(tmp_path / "dvc")
-    for name in ("dvc.yaml", ".gitignore"):
-        shutil.copy2(REPO / name, project / name)
-    shutil.copytree(
-        REPO / "src" / "testtime",
-        project / "src" / "testtime",
-        ignore=shutil.ignore_patterns("__pycache__"),
-    )  # stage deps
-    demo = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    tiny = yaml.safe_load((project / "config" / "tiny.yaml").read_text())
-    update_config(demo, tiny)  # how Snakemake layers --configfile over the Snakefile's config
-    (project / "config" / "config.yaml").write_text(yaml.safe_dump(demo))
-    env = _env() | {
-        "DVC_NO_ANALYTICS": "1",
-        "GIT_AUTHOR_NAME": "t",
-        "GIT_AUTHOR_EMAIL": "t@example.org",
-        "GIT_COMMITTER_NAME": "t",
-        "GIT_COMMITTER_EMAIL": "t@example.org",
-    }
-
-    def run(*args: str) -> subprocess.CompletedProcess:
-        proc = subprocess.run(
-            args, cwd=project, env=env, capture_output=True, text=True, timeout=900
-        )
-        _assert_ok(proc)
-        return proc
-
-    run("git", "init", "-q", "-b", "main")
-    run("dvc", "init", "-q")
-    shutil.copy2(REPO / ".dvcignore", project / ".dvcignore")
-    run("git", "add", "-A")
-    run("git", "commit", "-qm", "workflow")
-    first = run("dvc", "repro")
-    assert "Running stage 'report'" in first.stdout
-    got, want = _report_outputs(project), _report_outputs(clean_run)
-    pd.testing.assert_frame_equal(got["bpb"], want["bpb"])
-    _assert_same_artifacts(project, clean_run)
-    assert "up to date" in run("dvc", "status").stdout
-    second = run("dvc", "repro")
-    assert "Running stage" not in second.stdout, second.stdout
-    run("git", "add", "-A")
-    run("git", "commit", "-qm", "baseline")
-
-    exp = run("dvc", "exp", "run", "-S", "config/config.yaml:report.bootstrap=60")
-    ran = sorted(set(re.findall(r"Running stage '(\w+)'", exp.stdout)))
-    assert ran == ["report"], exp.stdout
-    shown = json.loads(run("dvc", "exp", "show", "--json").stdout)
-    baseline = next(row for row in shown if row["name"] == "main")
-    experiments = [rev for e in baseline["experiments"] for rev in e["revs"]]
-    assert len(experiments) == 1
-    methods = {"base", "sift", "nn", "nn_f", "us", "random", "sift_lam0.1", "sift_adaptive_a1"}
-    methods |= {"sift_mem0.5", "nn_mem0.5"}
-    seen = {}
-    for label, row in (("baseline", baseline), ("experiment", experiments[0])):
-        metrics = row["data"]["metrics"]["results/tiny/metrics.json"]["data"]
-        assert set(metrics["bpb"]) == methods, label
-        assert all(isinstance(v, float) for v in metrics["bpb"].values()), label
-        assert isinstance(metrics["sigma_bpb_pearson"], float), label
-        params = row["data"]["params"]["config/config.yaml"]["data"]
-        seen[label] = (params["report"]["bootstrap"], metrics)
-    assert seen["baseline"][0] == 50 and seen["experiment"][0] == 60
-    # same fine-tuning, other bootstrap: equal bpb, different standard errors
-    assert seen["baseline"][1]["bpb"] == seen["experiment"][1]["bpb"]
-    assert seen["baseline"][1]["bpb_se"] != seen["experiment"][1]["bpb_se"]
-    table = run("dvc", "metrics", "show", "-a").stdout
-    assert "!" not in table and "sigma_bpb_pearson" in table

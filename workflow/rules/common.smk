@@ -1,4 +1,5 @@
 # Workflow-side Python: config validation, run paths, method variants, input functions.
+import json
 import os
 import re
 import shlex
@@ -10,7 +11,11 @@ from snakemake.utils import min_version, validate
 from testtime import gpu_slots
 from testtime.config import SCHEMA_PATH, config_slice_json, validate_config
 from testtime.device import uses_gpu
-from testtime.methods import finetuned_method_names, selection_variants
+from testtime.methods import (
+    finetuned_method_names,
+    selection_variants,
+    variant_job_config,
+)
 
 min_version("9.0")
 
@@ -91,6 +96,19 @@ def demo_corpus_manifest(wildcards=None):
     manifest = Path(data["demo"]["corpus_dir"]) / "manifest.json"
     reads = data["source"] == "demo" and PINNED_DOMAINS.intersection(data["domains"])
     return [str(manifest)] if reads and manifest.is_file() else []
+
+
+def variant_config(job, method=None):
+    """Param `config` of a select or finetune job: the JSON of exactly the config its variant
+    reads (testtime.methods.variant_job_config; `base` reads no select key, only SIFT reads
+    select.adaptive_alphas, a lambda' sweep variant only its own lambda'), so that changing a key
+    makes only the jobs that read it stale. `method` for rules without a {method} wildcard."""
+
+    def config_json(wildcards):
+        name = method or wildcards.method
+        return json.dumps(variant_job_config(config, name, job), sort_keys=True, allow_nan=False)
+
+    return config_json
 
 
 def memory_embeddings(wildcards=None):

@@ -1,7 +1,5 @@
 # Stage finetune: per method and prompt shard, test-time fine-tuning + bits-per-byte evaluation.
 
-FINETUNE_CONFIG = job_config("seed", "finetune", "select", "device")
-
 
 # Zero steps: the base model's bpb, computed once and shared by every method.
 rule finetune_base:
@@ -22,7 +20,7 @@ rule finetune_base:
         gpu=1 if USES_GPU else 0,
         mem_mb=4000,
     params:
-        config=FINETUNE_CONFIG,
+        config=variant_config("finetune", "base"),
         num_shards=len(PROMPT_SHARDS),
     shell:
         "OMP_NUM_THREADS={threads} testtime finetune --config-json {params.config:q} --method base"
@@ -50,7 +48,7 @@ rule finetune:
         gpu=1 if USES_GPU else 0,
         mem_mb=4000,
     params:
-        config=FINETUNE_CONFIG,
+        config=variant_config("finetune"),
         num_shards=len(PROMPT_SHARDS),
     shell:
         "OMP_NUM_THREADS={threads} testtime finetune --config-json {params.config:q}"

@@ -19,7 +19,7 @@ rule select:
         "../envs/testtime.yaml"
     threads: 1
     params:
-        config=job_config("seed", "select", "device", "index"),
+        config=variant_config("select"),
     shell:
         "OMP_NUM_THREADS={threads} testtime select --config-json {params.config:q}"
         " --method {wildcards.method} --candidates {input.candidates:q}"
