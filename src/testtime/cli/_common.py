@@ -60,6 +60,13 @@ def schema_default(dotted: str) -> Any:
     return get_dotted(_schema_defaults(), dotted)
 
 
+def schema_option(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup, flag: str, key: str, help: str, **kw
+) -> None:
+    """Add ``flag`` with the schema's default for the config ``key``, named in its help."""
+    parser.add_argument(flag, default=schema_default(key), help=f"{help} ({key})", **kw)
+
+
 def device(value: str) -> str:
     """argparse type of ``--device``: auto, cpu, cuda or cuda:N (checked before any loading)."""
     if not re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", value):

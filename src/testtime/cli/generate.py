@@ -18,7 +18,7 @@ from testtime.cli._common import (
     DefaultsHelpFormatter,
     add_verbose_argument,
     device,
-    schema_default,
+    schema_option,
 )
 
 HELP = "test-time fine-tune on your prompt with SIFT-selected memory and generate"
@@ -43,39 +43,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="score this continuation of the prompt before/after (default: the prompt itself)",
     )
     parser.add_argument("--selector", default="sift", choices=SELECTORS, help="data selection")
-    parser.add_argument(
-        "--n",
-        type=int,
-        default=schema_default("select.n"),
-        help="sequences selected = gradient steps (select.n)",
-    )
-    parser.add_argument(
-        "--lam",
-        type=float,
-        default=schema_default("select.lam"),
-        help="SIFT noise lambda' (select.lam)",
-    )
+    schema_option(parser, "--n", "select.n", "sequences selected = gradient steps", type=int)
+    schema_option(parser, "--lam", "select.lam", "SIFT noise lambda'", type=float)
     parser.add_argument("--alpha", type=float, default=None, help="adaptive SIFT stop (optional)")
-    parser.add_argument(
-        "--k",
-        type=int,
-        default=schema_default("select.k"),
-        help="candidates pre-selected by Faiss (select.k)",
-    )
-    parser.add_argument(
+    schema_option(parser, "--k", "select.k", "candidates pre-selected by Faiss", type=int)
+    schema_option(
+        parser,
         "--mode",
-        default=schema_default("finetune.mode"),
+        "finetune.mode",
+        "weights trained: all, LoRA adapters, or the head",
         choices=MODES,
-        help="weights trained: all, LoRA adapters, or the head (finetune.mode)",
     )
-    parser.add_argument(
-        "--lr", type=float, default=schema_default("finetune.lr"), help="step size (finetune.lr)"
-    )
-    parser.add_argument(
-        "--optimizer",
-        default=schema_default("finetune.optimizer"),
-        choices=("adam", "adamw"),
-        help="optimizer (finetune.optimizer)",
+    schema_option(parser, "--lr", "finetune.lr", "step size", type=float)
+    schema_option(
+        parser, "--optimizer", "finetune.optimizer", "optimizer", choices=("adam", "adamw")
     )
     parser.add_argument("--max-new-tokens", type=int, default=64, help="tokens to generate")
     parser.add_argument("--embedder", default=None, help="must equal the memory's embedder")

@@ -18,7 +18,7 @@ from testtime.cli._common import (
     DefaultsHelpFormatter,
     add_verbose_argument,
     device,
-    schema_default,
+    schema_option,
 )
 
 HELP = "build (or append to) a memory of your documents: sequences, embeddings, Faiss index"
@@ -46,20 +46,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a .jsonl/.parquet file with a text column, a text file, a directory of text files "
         "(see --suffixes), or a Hugging Face dataset name (name or name:config)",
     )
-    b.add_argument(
-        "--model",
-        default=schema_default("embed.model"),
-        help="embedding model: minilm or a dir (embed.model)",
-    )
+    schema_option(b, "--model", "embed.model", "embedding model: minilm or a dir")
     b.add_argument(
         "--tokenizer", required=True, help="the target model (dir or hub id) whose tokenizer cuts"
     )
-    b.add_argument(
-        "--seq-len",
-        type=int,
-        default=schema_default("data.seq_len"),
-        help="tokens per sequence (data.seq_len)",
-    )
+    schema_option(b, "--seq-len", "data.seq_len", "tokens per sequence", type=int)
     b.add_argument("--out", required=True, help="memory directory (created or appended to)")
     b.add_argument("--text-column", default="text", help="text column of a file or dataset")
     b.add_argument(
@@ -73,39 +64,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--suffixes", type=_suffixes, default=SUFFIXES, help="a directory's files to read"
     )
     b.add_argument("--split", default="train", help="split of a Hugging Face dataset")
-    b.add_argument(
-        "--index",
-        default=schema_default("index.type"),
-        choices=["flat", "ivf", "ivfpq"],
-        help="Faiss index type (index.type)",
-    )
-    b.add_argument(
-        "--nlist", type=int, default=schema_default("index.nlist"), help="IVF cells (index.nlist)"
-    )
-    b.add_argument(
-        "--nprobe",
-        type=int,
-        default=schema_default("index.nprobe"),
-        help="IVF cells probed (index.nprobe)",
-    )
-    b.add_argument(
-        "--pq-m",
-        type=int,
-        default=schema_default("index.pq_m"),
-        help="PQ sub-quantisers (index.pq_m)",
-    )
-    b.add_argument(
-        "--embed-max-length",
-        type=int,
-        default=schema_default("embed.max_length"),
-        help="embedder truncation (embed.max_length)",
-    )
-    b.add_argument(
-        "--batch-size",
-        type=int,
-        default=schema_default("embed.batch_size"),
-        help="texts per embedding batch (embed.batch_size)",
-    )
+    schema_option(b, "--index", "index.type", "Faiss index type", choices=["flat", "ivf", "ivfpq"])
+    schema_option(b, "--nlist", "index.nlist", "IVF cells", type=int)
+    schema_option(b, "--nprobe", "index.nprobe", "IVF cells probed", type=int)
+    schema_option(b, "--pq-m", "index.pq_m", "PQ sub-quantisers", type=int)
+    schema_option(b, "--embed-max-length", "embed.max_length", "embedder truncation", type=int)
+    schema_option(b, "--batch-size", "embed.batch_size", "texts per embedding batch", type=int)
     b.add_argument("--device", type=device, default="auto", help="auto, cpu, cuda or cuda:N")
     b.add_argument("--seed", type=int, default=0, help="seed of IVF/PQ training")
     b.add_argument(
