@@ -138,6 +138,24 @@ def _tex_bold(text: str) -> str:
     return rf"\textbf{{{text[2:-2]}}}" if text.startswith("**") else text
 
 
+def _tabular(first: str, labels: Sequence[str], names: Sequence[str], rows: list[list[str]]):
+    """A booktabs ``tabular``: header ``first`` + ``labels``, one row per name (a rule above
+    ``all``); cells are LaTeX already, except en dashes."""
+    lines = [
+        r"\begin{tabular}{l" + "r" * len(labels) + "}",
+        r"\toprule",
+        first + " & " + " & ".join(labels) + r" \\",
+        r"\midrule",
+    ]
+    for d, row in zip(names, rows, strict=True):
+        if d == "all":
+            lines.append(r"\midrule")
+        lines.append(
+            _tex_escape(d) + " & " + " & ".join(c.replace("–", "--") for c in row) + r" \\"
+        )
+    return [*lines, r"\bottomrule", r"\end{tabular}", ""]
+
+
 def table_latex(
     table: pd.DataFrame, methods: Sequence[Variant], relative: pd.DataFrame | None = None
 ) -> str:
@@ -145,40 +163,26 @@ def table_latex(
     ``relative``, a second tabular in % of the base model)."""
     domains, rows = _cells(table, methods)
     labels = _tex_labels(methods)
-    lines = [
-        r"\begin{tabular}{l" + "r" * len(methods) + "}",
-        r"\toprule",
-        "Domain & " + " & ".join(labels) + r" \\",
-        r"\midrule",
-    ]
-    for d, row in zip(domains, rows, strict=True):
-        if d == "all":
-            lines.append(r"\midrule")
+    texts = []
+    for row in rows:
         best = _best(row)
-        cells = []
-        for c in row:
-            txt = _fmt(c).replace("–", "--")
-            cells.append(rf"\textbf{{{txt}}}" if c is not None and c["bpb_mean"] == best else txt)
-        lines.append(_tex_escape(d) + " & " + " & ".join(cells) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}", ""]
-    text = "\n".join(lines)
+        texts.append(
+            [
+                rf"\textbf{{{_fmt(c)}}}" if c is not None and c["bpb_mean"] == best else _fmt(c)
+                for c in row
+            ]
+        )
+    text = "\n".join(_tabular("Domain", labels, domains, texts))
     if relative is None:
         return text
     names, rel_rows = _relative_rows(relative, methods)
     lines = [
         "",
         "% bits per byte in % of the base model (the paper's unit), bootstrap SE of the ratio",
-        r"\begin{tabular}{l" + "r" * len(methods) + "}",
-        r"\toprule",
-        "Domain (\\% of base) & " + " & ".join(labels) + r" \\",
-        r"\midrule",
+        *_tabular(
+            "Domain (\\% of base)", labels, names, [[_tex_bold(c) for c in r] for r in rel_rows]
+        ),
     ]
-    for d, row in zip(names, rel_rows, strict=True):
-        if d == "all":
-            lines.append(r"\midrule")
-        cells = [_tex_bold(c).replace("–", "--") for c in row]
-        lines.append(_tex_escape(d) + " & " + " & ".join(cells) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}", ""]
     return text + "\n".join(lines)
 
 
