@@ -109,3 +109,14 @@ def quiet_libraries(verbose: bool) -> None:
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+
+
+def warn_slow_bf16(device: Any, bf16: bool) -> None:
+    """One stderr line when bf16 autocast would be emulated on this CPU (device.slow_cpu_bf16)."""
+    import sys
+
+    from testtime.device import slow_cpu_bf16
+
+    message = slow_cpu_bf16(device, bf16)
+    if message:
+        print(message, file=sys.stderr)

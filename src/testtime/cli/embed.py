@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from testtime.cli._common import add_config_argument, load_cli_config
+from testtime.cli._common import add_config_argument, load_cli_config, warn_slow_bf16
 
 HELP = "embed texts with the frozen embedding model (unit-norm float16 .npy + .ids.npy)"
 
@@ -39,6 +39,7 @@ def run(args: argparse.Namespace) -> None:
             raise ValueError(f"--input {args.input!r} has no column {col!r}")
     part = table.iloc[args.shard :: args.num_shards]
     device = resolve_device(config["device"])
+    warn_slow_bf16(device, ecfg["bf16"])
     encoder = load_embedding_model(
         ecfg["model"], device, pooling=ecfg["pooling"], max_length=ecfg["max_length"]
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from testtime.cli._common import add_config_argument, load_cli_config
+from testtime.cli._common import add_config_argument, load_cli_config, warn_slow_bf16
 
 HELP = "pre-train the demo LM on the pretrain split (or copy a pretrained LM) into --out"
 
@@ -31,6 +31,8 @@ def run(args: argparse.Namespace) -> None:
     check_output(args.out, is_dir=True, flag="--out")
     model_cfg = config["model"]
     device = resolve_device(config["device"])
+    if model_cfg["source"] != "pretrained":
+        warn_slow_bf16(device, model_cfg["pretrain"]["bf16"])
     tok = load_tokenizer(args.tokenizer, local=True, flag="--tokenizer")
     start = time.monotonic()
     if model_cfg["source"] == "pretrained":
