@@ -22,9 +22,12 @@ TABLE = REPO / "figures" / "demo" / "bpb_table.md"
 BEGIN = "<!-- demo-table:start -->"
 END = "<!-- demo-table:end -->"
 # Largest difference of one table cell (bpb × 100 or %) between two machines that is not a
-# change: float summation differs across CPU families (an Intel Xeon run of the demo agreed
-# with the EPYC table within 0.5).
-TOLERANCE = 1.0
+# change. Float summation differs across CPU families, and fine-tuning amplifies it most for the
+# methods that train on far-away data: an Intel Xeon (AMX) run of the demo and an AMD EPYC run
+# differed by at most 0.4 in the Base, NN, NN-F and SIFT cells, by up to 2.5 in the US and Random
+# cells of a domain (10 prompts; US FreeLaw 141.8 vs 139.3, SE 15) and by 0.5 in the `all` row.
+TOLERANCE = 3.0
+TOLERANCE_ALL = 1.0
 NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
 
@@ -59,17 +62,22 @@ def render(readme: str, table_md: str) -> str:
     return f"{head}{BEGIN}\n" + "\n".join(table_lines(table_md)) + f"\n{END}{tail}"
 
 
-def differences(shown: str, measured: str, tolerance: float = TOLERANCE) -> list[str]:
+def differences(
+    shown: str, measured: str, tolerance: float = TOLERANCE, tolerance_all: float = TOLERANCE_ALL
+) -> list[str]:
     """Where the table ``shown`` disagrees with ``measured``: a different layout or label
-    (compared with numbers masked), or a number further than ``tolerance`` away."""
+    (compared with numbers masked), or a number further than ``tolerance`` away
+    (``tolerance_all`` in the rows of all domains together)."""
     a, b = table_lines(shown), table_lines(measured)
     if [NUMBER.sub("#", line) for line in a] != [NUMBER.sub("#", line) for line in b]:
         return ["the tables differ in rows, columns, labels or bold cells"]
     found = []
     for line_a, line_b in zip(a, b, strict=True):
+        label = line_b.split("|")[1].strip() if line_b else ""
+        limit = tolerance_all if label.startswith("all") else tolerance
         for x, y in zip(NUMBER.findall(line_a), NUMBER.findall(line_b), strict=True):
-            if abs(float(x) - float(y)) > tolerance:
-                found.append(f"{line_b.split('|')[1].strip()}: {x} shown, {y} measured")
+            if abs(float(x) - float(y)) > limit:
+                found.append(f"{label}: {x} shown, {y} measured")
     return found
 
 
