@@ -210,9 +210,10 @@ def _finish(
     ylabel: str,
     title: str,
     group: AtomicGroup | None = None,
+    legend: Mapping[str, object] | None = None,
 ) -> None:
-    """Label, legend and grid ``ax``; write ``fig`` to every path (through ``group`` if given,
-    else each atomically on its own); close it."""
+    """Label, legend (``legend``: extra ``ax.legend`` keywords) and grid ``ax``; write ``fig`` to
+    every path (through ``group`` if given, else each atomically on its own); close it."""
     import matplotlib.pyplot as plt
 
     from testtime.io import AtomicGroup
@@ -220,7 +221,7 @@ def _finish(
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, **(legend or {}))
     ax.grid(alpha=0.3, which="both")
     own = group is None
     g = AtomicGroup() if own else group
@@ -476,7 +477,7 @@ def plot_uncertainty_gain(
             hi.append(high - rho if math.isfinite(high) else 0.0)
         ax.errorbar(xs, ys, yerr=[lo, hi], fmt="o", capsize=3, label=f"σ_N vs {text}")
     ax.axhline(0.0, ls="--", color="gray", lw=0.8)
-    ax.set_xticks(range(len(groups)), groups, rotation=20, fontsize=8)
+    ax.set_xticks(range(len(groups)), groups, rotation=25, ha="right", fontsize=8)
     _finish(
         fig,
         ax,
@@ -485,4 +486,6 @@ def plot_uncertainty_gain(
         xlabel="prompts (all, then within each domain)",
         ylabel="Spearman ρ (bootstrap 95% CI)",
         title="Does σ_N predict the error and the gain?",
+        # below the axes: inside, the three series' legend covered the within-domain points
+        legend={"loc": "upper center", "bbox_to_anchor": (0.5, -0.3), "ncol": 1},
     )
