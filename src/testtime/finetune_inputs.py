@@ -19,7 +19,7 @@ import torch
 
 from testtime.bpb import eval_token_ids, model_context
 from testtime.finetune import STATUS_NAN, EvalRow, Finetuner, PromptJob, TrainSettings
-from testtime.selection import adaptive_stop_steps
+from testtime.selection import adaptive_steps
 
 RESULT_COLUMNS = ("prompt_id", "domain", "method", "steps", "nll", "n_bytes", "bpb", "status")
 
@@ -40,17 +40,6 @@ def read_selection(path: str | Path) -> dict[int, pd.DataFrame]:
             )
         out[int(pid)] = grp.reset_index(drop=True)
     return out
-
-
-def adaptive_steps(variances: np.ndarray, alphas: Sequence[float]) -> dict[float, int]:
-    """Adaptive-SIFT stop step per alpha for one prompt's variance trace ``(n + 1,)``."""
-    if not alphas:
-        return {}
-    trace = torch.tensor(np.asarray(variances, dtype=np.float64))[None]
-    n = trace.shape[1] - 1
-    return {
-        float(a): int(min(max(int(adaptive_stop_steps(trace, float(a))[0]), 0), n)) for a in alphas
-    }
 
 
 def eval_steps_for(
