@@ -186,7 +186,7 @@ def test_finetune_stage_lora_batch_prompts(tmp_path):
 
     from tests.unit.tiny_lm import TEXTS, tiny_tokenizer
     from testtime.config import validate_config
-    from testtime.finetune_inputs import run_finetune
+    from testtime.finetune.stage import read_finetune_inputs, run_finetune
 
     tok = tiny_tokenizer()
     tiny_gpt2(vocab=len(tok), n_positions=32).save_pretrained(tmp_path / "model")
@@ -207,7 +207,8 @@ def test_finetune_stage_lora_batch_prompts(tmp_path):
         }
     ).to_parquet(tmp_path / "prompts.parquet")
     rows = [(p, 0, -1, 1.0) for p in range(3)]
-    rows += [(p, s, int(rng.integers(0, 8)), 0.5**s) for p in range(3) for s in range(1, 3 + p)]
+    # select.n steps each: the stage checks the selection against select.n
+    rows += [(p, s, int(rng.integers(0, 8)), 0.5**s) for p in range(3) for s in range(1, 5)]
     pd.DataFrame(rows, columns=["prompt_id", "step", "memory_id", "variance"]).to_parquet(
         tmp_path / "sift.parquet"
     )
@@ -223,11 +224,14 @@ def test_finetune_stage_lora_batch_prompts(tmp_path):
         tables.append(
             run_finetune(
                 cfg,
-                method="sift",
+                read_finetune_inputs(
+                    cfg,
+                    method="sift",
+                    prompts_path=tmp_path / "prompts.parquet",
+                    memory_path=tmp_path / "memory.parquet",
+                    selection_path=tmp_path / "sift.parquet",
+                ),
                 model_dir=tmp_path / "model",
-                prompts_path=tmp_path / "prompts.parquet",
-                memory_path=tmp_path / "memory.parquet",
-                selection_path=tmp_path / "sift.parquet",
             )
         )
     one, batched = tables

@@ -9,7 +9,8 @@ Layers, each importing only those below it (tests/unit/test_finetune_imports.py)
 * engines: :mod:`~testtime.finetune.sequential`, :mod:`~testtime.finetune.stacked` (vmap),
   :mod:`~testtime.finetune.lora` (batched LoRA);
 * :mod:`~testtime.finetune.driver`: the one per-step loop over an engine;
-* :mod:`~testtime.finetune.finetuner`: :class:`Finetuner`, which picks the engine.
+* :mod:`~testtime.finetune.finetuner`: :class:`Finetuner`, which picks the engine;
+* :mod:`~testtime.finetune.stage`: the workflow's finetune stage (files in, result table out).
 """
 
 from __future__ import annotations
