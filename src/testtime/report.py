@@ -387,7 +387,7 @@ def build_report(
     methods have and records what was left out in ``metrics["partial"]``; a prompt with a NaN
     loss in any method is left out of every method's numbers (and listed).
     """
-    from testtime.finetune_inputs import adaptive_steps
+    from testtime.selection import adaptive_steps
 
     validate_per_prompt(per_prompt)
     n_boot = int(cfg["report"]["bootstrap"])

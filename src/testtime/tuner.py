@@ -5,7 +5,7 @@ sequences (Faiss), select ``n`` of them with a selector of :data:`testtime.selec
 (SIFT by default; with ``alpha`` the adaptive-SIFT rule
 :func:`testtime.selection.adaptive_stop_steps` ends the selection early), and take one optimizer
 step per selected sequence from the base weights (:class:`testtime.finetune.Finetuner`; in
-``lora`` mode B prompts at once through :mod:`testtime.lora_batched`). Then generate or score
+``lora`` mode B prompts at once through :mod:`testtime.finetune.lora`). Then generate or score
 with the adapted weights. Each prompt starts from the base model; the base weights are never
 modified (:meth:`TestTimeTuner.base_fingerprint` hashes them).
 
@@ -43,7 +43,8 @@ from testtime.adapters import MODES, select_trainable, wrap_lora
 from testtime.bpb import bits_per_byte, make_windows, model_context, score_windows
 from testtime.config import validate_config
 from testtime.finetune import STATUS_OK, Finetuner, PromptJob, TrainSettings
-from testtime.lora_batched import BatchedLoraTrainer, StackedLora
+from testtime.finetune.driver import drive
+from testtime.finetune.lora import LoraEngine, StackedLora
 from testtime.memory import Memory
 from testtime.seeding import derive_seed, generator_for
 from testtime.selection import SELECTORS, adaptive_stop_steps
@@ -230,7 +231,7 @@ class TestTimeTuner:
 
     def base_fingerprint(self) -> str:
         """sha256 of the base model's weights (LoRA factors excluded): unchanged by adaptation."""
-        self.finetuner._restore()
+        self.finetuner.restore()
         h = hashlib.sha256()
         for name, p in self.model.named_parameters():
             if "lora_" not in name:
@@ -299,36 +300,39 @@ class TestTimeTuner:
         return Adaptation(prompt, used, texts, variances, steps, adapter)
 
     def _adapt_lora(self, prompts, selections) -> dict[str, Adaptation]:
-        trainer = BatchedLoraTrainer(self.finetuner, len(prompts))
-        seqs = [self._train_ids(s[0][: s[2]]) for s in selections]
-        for step in range(1, max((len(s) for s in seqs), default=0) + 1):
-            batch = [s[step - 1] if step <= len(s) else None for s in seqs]
-            result = trainer.step(batch)
-            for b, s in enumerate(batch):
-                if s is not None and not bool(result.finite[b]):
-                    raise ValueError(
-                        f"non-finite training loss for prompt {prompts[b][:40]!r} at step {step} "
-                        f"(memory sequence {selections[b][0][step - 1]}); lower lr"
-                    )
+        engine = LoraEngine(self.finetuner, self.finetuner.settings)
+        pairs = zip(prompts, selections, strict=True)
+        jobs = [self._job(b, p, s, ()) for b, (p, s) in enumerate(pairs)]
+        outcomes = drive(engine, jobs)
+        failed = [(o.nan_step, b) for b, o in enumerate(outcomes) if o.nan_step is not None]
+        if failed:
+            step, b = min(failed)
+            raise ValueError(
+                f"non-finite training loss for prompt {prompts[b][:40]!r} at step {step} "
+                f"(memory sequence {selections[b][0][step - 1]}); lower lr"
+            )
         return {
-            p: self._adaptation(p, s, {n: v.cpu() for n, v in trainer.lora.adapter(b).items()})
+            p: self._adaptation(p, s, {n: v.cpu() for n, v in engine.adapter(b).items()})
             for b, (p, s) in enumerate(zip(prompts, selections, strict=True))
         }
 
-    def _adapt_full(self, prompt: str, selection) -> Adaptation:
+    def _job(self, pid: int, prompt: str, selection, eval_steps) -> PromptJob:
+        """The fine-tuning job of one prompt: its selection's first ``steps`` sequences; the
+        prompt itself as the eval text (scored at ``eval_steps``)."""
         seq_ids, _, steps = selection
         ids = [self._start_id(), *self._prompt_ids(prompt)]
-        job = PromptJob(
-            0, self._train_ids(seq_ids[:steps]), torch.tensor(ids), len(prompt.encode()), (steps,)
-        )
-        rows = self.finetuner.run_sequential(job)
+        train = self._train_ids(seq_ids[:steps])
+        return PromptJob(pid, train, torch.tensor(ids), len(prompt.encode()), eval_steps)
+
+    def _adapt_full(self, prompt: str, selection) -> Adaptation:
+        rows = self.finetuner.run_sequential(self._job(0, prompt, selection, (selection[2],)))
         try:
             if rows[-1].status != STATUS_OK:
                 raise ValueError(f"non-finite training loss for prompt {prompt[:40]!r}; lower lr")
             params = dict(self.model.named_parameters())
             adapter = {n: params[n].detach().cpu().clone() for n in self.finetuner.trainable}
         finally:
-            self.finetuner._restore()
+            self.finetuner.restore()
         return self._adaptation(prompt, selection, adapter)
 
     @contextlib.contextmanager
@@ -336,13 +340,13 @@ class TestTimeTuner:
         """Within the block the model computes batch row i with ``adaptations[i]``'s weights
         (None: the base model)."""
         if adaptations is None:
-            self.finetuner._restore()
+            self.finetuner.restore()
             ctx = self.model.disable_adapter() if self.mode == "lora" else contextlib.nullcontext()
             with ctx:
                 yield
             return
         if self.mode == "lora":
-            stacked = StackedLora(self.model, self.finetuner._base, len(adaptations))
+            stacked = StackedLora(self.model, self.finetuner.base, len(adaptations))
             with torch.no_grad():
                 for b, a in enumerate(adaptations):
                     for name, value in a.adapter.items():
@@ -359,7 +363,7 @@ class TestTimeTuner:
         try:
             yield
         finally:
-            self.finetuner._restore()
+            self.finetuner.restore()
 
     # ------------------------------------------------------------------------- generation
     def generate(

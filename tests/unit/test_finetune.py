@@ -15,7 +15,7 @@ import torch
 from tests.unit.tiny_lm import tiny_gpt2
 from testtime.adapters import select_trainable, wrap_lora
 from testtime.finetune import Finetuner, PromptJob, TrainSettings
-from testtime.finetune_batched import StackedAdam
+from testtime.finetune.optim import StackedAdam
 
 V = 64
 

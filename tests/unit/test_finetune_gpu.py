@@ -13,7 +13,7 @@ import torch
 from tests.unit.test_finetune import mode_model, three_jobs
 from testtime.adapters import select_trainable
 from testtime.finetune import Finetuner, TrainSettings
-from testtime.finetune_batched import StackedAdam
+from testtime.finetune.optim import StackedAdam
 
 pytestmark = [
     pytest.mark.gpu,

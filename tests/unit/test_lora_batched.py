@@ -6,7 +6,7 @@ rows of the sequential ``peft`` loop (``Finetuner.run_sequential``) and of a pla
 step counts (early stoppers drop out); a prompt whose loss turns non-finite stops alone; the
 frozen base weights never change; ``Finetuner.run`` takes this path for LoRA.
 
-Run: PYTHONPATH=src pytest tests/unit/test_lora_batched.py
+Run: .venv/bin/pytest tests/unit/test_lora_batched.py
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import torch
 from tests.unit.tiny_lm import tiny_gpt2
 from testtime.adapters import select_trainable, wrap_lora
 from testtime.finetune import STATUS_NAN, Finetuner, PromptJob, TrainSettings
+from testtime.finetune.lora import LoraEngine, row_losses
 from testtime.lm import lm_loss
-from testtime.lora_batched import BatchedLoraTrainer, row_losses, run_lora_batched
 
 V = 64
 LORA = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["c_attn", "c_fc"]}
@@ -112,7 +112,7 @@ def test_batched_equals_sequential_peft_loop(settings):
     expected = [seq_tuner.run_sequential(j) for j in jobs]
     tuner = _lora_tuner(settings)
     before = _base_hash(tuner.model)
-    got = run_lora_batched(tuner, jobs)
+    got = tuner.run_lora(jobs)
     assert _base_hash(tuner.model) == before
     for exp_rows, got_rows in zip(expected, got, strict=True):
         assert [r.steps for r in got_rows] == [r.steps for r in exp_rows]
@@ -140,27 +140,28 @@ def test_non_finite_loss_stops_only_that_prompt():
     settings = TrainSettings(lr=3e-3)
     jobs = [_job(0, 3, 1), _job(1, 3, 2, poison_step=2), _job(2, 3, 3)]
     expected = [_lora_tuner(settings, poison=True).run_sequential(j) for j in jobs]
-    got = run_lora_batched(_lora_tuner(settings, poison=True), jobs)
+    got = _lora_tuner(settings, poison=True).run_lora(jobs)
     assert [r.status for r in got[1]] == ["ok", "ok", STATUS_NAN, STATUS_NAN]
     assert [r.status for r in expected[1]] == [r.status for r in got[1]]
     for b in (0, 2):
         assert [r.nll for r in got[b]] == pytest.approx([r.nll for r in expected[b]], rel=1e-5)
 
 
-def test_trainer_rejects_a_model_without_lora():
+def test_engine_rejects_a_model_without_lora():
     model = tiny_gpt2(V, n_positions=16)
     tuner = Finetuner(model, select_trainable(model, "full"), TrainSettings())
     with pytest.raises(ValueError, match="LoRA"):
-        BatchedLoraTrainer(tuner, 2)
+        LoraEngine(tuner, tuner.settings)
 
 
 def test_adapter_slots_are_independent_copies():
     tuner = _lora_tuner(TrainSettings(lr=1e-2))
-    trainer = BatchedLoraTrainer(tuner, 2)
+    engine = LoraEngine(tuner, tuner.settings)
+    engine.start([_job(0, 1, 1), _job(1, 1, 2)])
     seq = torch.arange(1, 9)
-    trainer.step([seq, None])
-    a0, a1 = trainer.lora.adapter(0), trainer.lora.adapter(1)
-    init = {n: v for n, v in copy.deepcopy(tuner._base).items()}
+    engine.step([seq, None])
+    a0, a1 = engine.adapter(0), engine.adapter(1)
+    init = {n: v for n, v in copy.deepcopy(tuner.base).items()}
     assert all(torch.equal(a1[n], init[n]) for n in init)  # slot 1 took no step
     assert any(not torch.equal(a0[n], init[n]) for n in init)
 
@@ -173,7 +174,7 @@ def test_bf16_autocast_batched_close_to_sequential():
     expected = [seq.run_sequential(j)[-1].nll for j in jobs]
     tuner = _lora_tuner(settings)
     tuner.autocast = True
-    got = [rows[-1].nll for rows in run_lora_batched(tuner, jobs)]
+    got = [rows[-1].nll for rows in tuner.run_lora(jobs)]
     assert got == pytest.approx(expected, rel=2e-2)
 
 
@@ -185,7 +186,7 @@ def test_finetune_stage_lora_batch_prompts(tmp_path):
 
     from tests.unit.tiny_lm import TEXTS, tiny_tokenizer
     from testtime.config import validate_config
-    from testtime.finetune_inputs import run_finetune
+    from testtime.finetune.stage import read_finetune_inputs, run_finetune
 
     tok = tiny_tokenizer()
     tiny_gpt2(vocab=len(tok), n_positions=32).save_pretrained(tmp_path / "model")
@@ -206,7 +207,8 @@ def test_finetune_stage_lora_batch_prompts(tmp_path):
         }
     ).to_parquet(tmp_path / "prompts.parquet")
     rows = [(p, 0, -1, 1.0) for p in range(3)]
-    rows += [(p, s, int(rng.integers(0, 8)), 0.5**s) for p in range(3) for s in range(1, 3 + p)]
+    # select.n steps each: the stage checks the selection against select.n
+    rows += [(p, s, int(rng.integers(0, 8)), 0.5**s) for p in range(3) for s in range(1, 5)]
     pd.DataFrame(rows, columns=["prompt_id", "step", "memory_id", "variance"]).to_parquet(
         tmp_path / "sift.parquet"
     )
@@ -222,11 +224,14 @@ def test_finetune_stage_lora_batch_prompts(tmp_path):
         tables.append(
             run_finetune(
                 cfg,
-                method="sift",
+                read_finetune_inputs(
+                    cfg,
+                    method="sift",
+                    prompts_path=tmp_path / "prompts.parquet",
+                    memory_path=tmp_path / "memory.parquet",
+                    selection_path=tmp_path / "sift.parquet",
+                ),
                 model_dir=tmp_path / "model",
-                prompts_path=tmp_path / "prompts.parquet",
-                memory_path=tmp_path / "memory.parquet",
-                selection_path=tmp_path / "sift.parquet",
             )
         )
     one, batched = tables

@@ -8,7 +8,7 @@ difference (the two must agree), and on CUDA the model FLOPs utilisation of the 
 (4·params·train tokens + 2·params·eval tokens) / time / ``--peak-tflops`` (frozen base: the
 backward pass computes activation gradients, 2·params per token, but no weight gradients).
 
-* batched: :func:`testtime.lora_batched.run_lora_batched`, ``--batch-prompts`` B prompts at
+* batched: :meth:`testtime.finetune.Finetuner.run_lora`, ``--batch-prompts`` B prompts at
   once (one frozen-base forward per step for all B, per-prompt factors as batched matmuls);
 * naive: one peft adapter, one prompt at a time: reset the factors, fresh ``torch.optim.Adam``,
   loss via ``labels=``, eval in disjoint windows.
@@ -97,10 +97,9 @@ def naive_loop(model, jobs, args, device: torch.device) -> tuple[float, list[flo
 
 
 def batched_loop(model, jobs, args, device: torch.device) -> tuple[float, list[float]]:
-    """:func:`run_lora_batched` over chunks of B prompts; returns (seconds, bpb per prompt)."""
+    """:meth:`Finetuner.run_lora` over chunks of B prompts; returns (seconds, bpb per prompt)."""
     from testtime.adapters import select_trainable
     from testtime.finetune import Finetuner, TrainSettings
-    from testtime.lora_batched import run_lora_batched
 
     tuner = Finetuner(
         model,
@@ -113,7 +112,7 @@ def batched_loop(model, jobs, args, device: torch.device) -> tuple[float, list[f
     t0 = time.perf_counter()
     rows = []
     for lo in range(0, len(jobs), args.batch_prompts):
-        for job_rows in run_lora_batched(tuner, jobs[lo : lo + args.batch_prompts]):
+        for job_rows in tuner.run_lora(jobs[lo : lo + args.batch_prompts]):
             rows += job_rows
     sync(device)
     return time.perf_counter() - t0, [r.bpb for r in rows]

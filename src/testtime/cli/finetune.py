@@ -34,15 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from testtime.device import resolve_device
-    from testtime.finetune_inputs import run_finetune
+    from testtime.finetune.stage import read_finetune_inputs, run_finetune
     from testtime.io import AtomicGroup, check_output
-    from testtime.methods import variant_by_name
 
     cfg = load_cli_config(args)
     check_output(args.out, flag="--out")
-    if args.method != "base":
-        variant_by_name(cfg, args.method)
     for flag, path in (
         ("--model", args.model),
         ("--prompts", args.prompts),
@@ -51,20 +47,16 @@ def run(args: argparse.Namespace) -> None:
     ):
         if path is not None and not Path(path).exists():
             raise FileNotFoundError(f"{flag} {path!r} does not exist")
-    if args.selection is not None:
-        _check_selection(args, cfg["select"]["n"])
-    device = resolve_device(cfg["device"])
-    table = run_finetune(
+    inputs = read_finetune_inputs(
         cfg,
         method=args.method,
-        model_dir=args.model,
         prompts_path=args.prompts,
         memory_path=args.memory,
         selection_path=args.selection,
         shard=args.shard,
         num_shards=args.num_shards,
-        device=device,
     )
+    table = run_finetune(cfg, inputs, model_dir=args.model)
     n_nan = int((table["status"] != "ok").sum())
     with AtomicGroup() as out:
         out.write_parquet(args.out, table)
@@ -72,7 +64,7 @@ def run(args: argparse.Namespace) -> None:
             args.out,
             cfg,
             seed=cfg["seed"],
-            device=str(device),
+            device=str(inputs.device),
             extra={
                 "method": args.method,
                 "shard": args.shard,
@@ -81,17 +73,3 @@ def run(args: argparse.Namespace) -> None:
                 "nan_loss_rows": n_nan,
             },
         )
-
-
-def _check_selection(args: argparse.Namespace, n: int) -> None:
-    """Every prompt of this shard selects exactly select.n sequences (steps 0..n)."""
-    import pandas as pd
-
-    from testtime.finetune_inputs import shard_prompts
-    from testtime.selection.pipeline import check_selection_steps
-
-    prompts = shard_prompts(
-        pd.read_parquet(args.prompts, columns=["prompt_id"]), args.shard, args.num_shards
-    )
-    table = pd.read_parquet(args.selection)
-    check_selection_steps(table, n, f"--selection {args.selection!r}", prompts["prompt_id"])

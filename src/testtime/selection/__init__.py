@@ -47,7 +47,7 @@ from testtime.selection.baselines import (
     uncertainty_sampling,
 )
 from testtime.selection.posterior import IncrementalPosterior, Selection
-from testtime.selection.sift import adaptive_stop_steps, sift
+from testtime.selection.sift import adaptive_steps, adaptive_stop_steps, sift
 
 _FUNCTIONS = {
     f.__name__: f
@@ -69,6 +69,7 @@ __all__ = [
     "SELECTORS",
     "IncrementalPosterior",
     "Selection",
+    "adaptive_steps",
     "adaptive_stop_steps",
     "nearest_neighbors",
     "nearest_neighbors_fixed",

@@ -19,7 +19,9 @@ barely changes k_n and SIFT re-selects the point most similar to x* again and ag
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from testtime.selection._inputs import check_inputs, compute_dtype
@@ -68,6 +70,22 @@ def adaptive_stop_steps(variances: torch.Tensor, alpha: float) -> torch.Tensor:
     flagged = sigma > 1.0 / (alpha * steps)  # (B, n)
     first = flagged.to(torch.uint8).argmax(dim=-1)
     return torch.where(flagged.any(dim=-1), first, n)
+
+
+def adaptive_steps(variances: np.ndarray, alphas: Sequence[float]) -> dict[float, int]:
+    """Adaptive-SIFT stop step per alpha for one prompt's variance trace ``(n + 1,)``
+    (:func:`adaptive_stop_steps` of each alpha, in 0..n).
+
+    >>> adaptive_steps(np.array([1.0, 0.16, 0.09, 0.0625]), [1.0, 2.0, 3.0])
+    {1.0: 3, 2.0: 1, 3.0: 0}
+    """
+    if not alphas:
+        return {}
+    trace = torch.tensor(np.asarray(variances, dtype=np.float64))[None]
+    n = trace.shape[1] - 1
+    return {
+        float(a): int(min(max(int(adaptive_stop_steps(trace, float(a))[0]), 0), n)) for a in alphas
+    }
 
 
 def _sift_choose(state: IncrementalPosterior, step: int) -> torch.Tensor:

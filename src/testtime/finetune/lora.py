@@ -1,4 +1,4 @@
-"""Batched per-prompt LoRA: B prompts fine-tuned at once, each with its own adapter.
+"""The LoRA engine: B prompts fine-tuned at once, each with its own adapter.
 
 The multi-adapter pattern of Punica (Chen et al. 2023, arXiv 2310.18547) and S-LoRA (Sheng et
 al. 2023, arXiv 2311.03285), used for training. A ``peft`` LoRA layer computes
@@ -11,27 +11,30 @@ stored stacked as ``(B, r, d_in)`` / ``(B, d_out, r)``, and a batch whose row i 
 with ``x (b, L, d_in)``. The training loss is Σ_b (mean token cross-entropy of row b); row b's
 activations depend only on its own factors, so one backward pass yields every prompt's own
 gradient. Adam runs per prompt on the stacked tensors
-(:class:`testtime.finetune_batched.StackedAdam`, masked), so a prompt that stops early (adaptive
+(:class:`testtime.finetune.optim.StackedAdam`, masked), so a prompt that stops early (adaptive
 SIFT, a non-finite loss) simply leaves the batch: the rows still running are computed without
 it and its factors and Adam state freeze.
 
-Results equal the sequential ``peft`` loop (:meth:`Finetuner.run_sequential`) within float
-tolerance (tests/unit/test_lora_batched.py); the win is on a GPU, where one sequence leaves the
-device mostly idle (``testtime bench lora``).
+Results equal the sequential engine's ``peft`` loop (:meth:`Finetuner.run_sequential`) within
+float tolerance (tests/unit/test_lora_batched.py); the win is on a GPU, where one sequence
+leaves the device mostly idle (``testtime bench lora``).
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from testtime.bpb import IGNORE
-from testtime.finetune import STATUS_OK, EvalRow, Finetuner, PromptJob, TrainSettings, _autocast
-from testtime.finetune_batched import StackedAdam, pad_step
+from testtime.finetune.jobs import PromptJob, TrainSettings
+from testtime.finetune.model import TuningModel, pad_step
+from testtime.finetune.optim import StackedAdam
+
+__all__ = ["LoraEngine", "StackedLora", "is_lora_model", "lora_layers", "row_losses"]
 
 ADAPTER = "default"
 
@@ -86,7 +89,7 @@ class StackedLora:
     Args:
         model: a model wrapped by :func:`testtime.adapters.wrap_lora`.
         init: the initial value of each LoRA parameter by its name in ``model`` (e.g. the
-            snapshot ``Finetuner._base``); every prompt starts from it.
+            snapshot :attr:`TuningModel.base`); every prompt starts from it.
         n_prompts: B, the number of adapter slots.
 
     ``params`` maps each parameter name to a leaf tensor ``(B, *shape)`` (``(B, r, d_in)`` for
@@ -157,110 +160,58 @@ class StackedLora:
         return {n: p[slot].detach().clone() for n, p in self.params.items()}
 
 
-class StepResult(NamedTuple):
-    """One training step of a batch: ``loss (B,)`` float (NaN where a prompt took no step) and
-    ``finite (B,)`` bool (False where it took none or its loss was not finite)."""
+class LoraEngine:
+    """:class:`testtime.finetune.driver.Engine` for B prompts' LoRA adapters, trained together.
 
-    loss: torch.Tensor
-    finite: torch.Tensor
-
-
-class BatchedLoraTrainer:
-    """Fine-tunes B prompts' adapters together; the engine of :func:`run_lora_batched`.
-
-    ``finetuner`` supplies the peft-wrapped model, the LoRA initial values (its snapshot of the
-    trainable parameters), the optimizer settings, device and autocast. Call :meth:`step` once
-    per training step with each prompt's sequence (None once a prompt is done).
+    ``tuning`` supplies the peft-wrapped model, the LoRA initial values (its base snapshot of
+    the trainable parameters), device and autocast; ``settings`` the optimizer. After a run,
+    :meth:`adapter` gives each prompt's trained factors.
     """
 
-    def __init__(self, finetuner: Finetuner, n_prompts: int) -> None:
-        if not is_lora_model(finetuner.model, finetuner.trainable):
+    def __init__(self, tuning: TuningModel, settings: TrainSettings) -> None:
+        if not is_lora_model(tuning.model, tuning.trainable):
             raise ValueError("batched LoRA needs a peft-wrapped model with only LoRA trainable")
-        self.ft = finetuner
-        self.lora = StackedLora(finetuner.model, finetuner._base, n_prompts)
-        self.adam = StackedAdam(self.lora.params, finetuner.settings)
-        self.steps_taken = 0
+        self.tuning = tuning
+        self.settings = settings
 
-    @property
-    def settings(self) -> TrainSettings:
-        return self.ft.settings
+    def start(self, jobs: Sequence[PromptJob]) -> None:
+        self.lora = StackedLora(self.tuning.model, self.tuning.base, len(jobs))
+        self.adam = StackedAdam(self.lora.params, self.settings)
+        self.inputs, self.targets = self.tuning.windows(jobs)
 
-    def step(self, seqs: Sequence[torch.Tensor | None]) -> StepResult:
-        """One optimizer step for every prompt whose entry in ``seqs`` (length B) is a ``(L_b,)``
-        int64 sequence; prompts with ``None`` (or a non-finite loss) are left unchanged."""
+    def step(self, seqs: Sequence[torch.Tensor | None]) -> list[bool]:
         n_b = self.lora.n_prompts
         if len(seqs) != n_b:
             raise ValueError(f"step got {len(seqs)} sequences for {n_b} prompts")
-        loss_out = torch.full((n_b,), float("nan"))
-        finite_out = torch.zeros(n_b, dtype=torch.bool)
         rows = [b for b, s in enumerate(seqs) if s is not None]
+        finite_out = [False] * n_b
         if not rows:
-            return StepResult(loss_out, finite_out)
-        device = self.ft.device
+            return finite_out
+        tm = self.tuning
         ids, valid = pad_step([seqs[b] for b in rows])
-        ids, valid = ids.to(device), valid.to(device)
-        model = self.ft.model
-        model.train()
+        ids, valid = ids.to(tm.device), valid.to(tm.device)
+        tm.model.train()
         params = list(self.lora.params.values())
         with torch.enable_grad():
-            with self.lora.applied(rows), _autocast(device, self.ft.autocast):
-                losses = row_losses(model(ids).logits, ids, valid)  # (b,)
+            # only the rows that take a step run: a stopped prompt leaves the batch
+            with self.lora.applied(rows), tm.mixed_precision():
+                losses = row_losses(tm.model(ids).logits, ids, valid)  # (b,)
             finite = torch.isfinite(losses.detach())
             grads = torch.autograd.grad(losses.masked_fill(~finite, 0.0).sum(), params)
-        self.steps_taken += 1
-        mask = torch.zeros(n_b, dtype=torch.bool, device=device)
-        mask[torch.tensor(rows, device=device)[finite]] = True
+        mask = torch.zeros(n_b, dtype=torch.bool, device=tm.device)
+        mask[torch.tensor(rows, device=tm.device)[finite]] = True
         self.adam.step(dict(zip(self.lora.params, grads, strict=True)), mask)
-        loss_out[rows] = losses.detach().float().cpu()
-        finite_out[rows] = finite.cpu()
-        return StepResult(loss_out, finite_out)
+        for b, f in zip(rows, finite.cpu().tolist(), strict=True):
+            finite_out[b] = f
+        return finite_out
 
     @torch.no_grad()
-    def score(
-        self, rows: Sequence[int], inputs: torch.Tensor, targets: torch.Tensor
-    ) -> list[float]:
-        """Summed NLL (nats) of windows ``inputs/targets (b, W, L)`` (row i under prompt
-        ``rows[i]``'s adapter), as :meth:`testtime.finetune.Finetuner.score`."""
+    def evaluate(self, rows: Sequence[int]) -> list[float]:
+        rows = list(rows)
+        # only the due rows are scored, each under its own prompt's adapter
         with self.lora.applied(rows):
-            return self.ft.score(inputs, targets)
+            return self.tuning.score(self.inputs[rows], self.targets[rows])
 
-
-def run_lora_batched(finetuner: Finetuner, jobs: Sequence[PromptJob]) -> list[list[EvalRow]]:
-    """The batched path of :meth:`Finetuner.run` for LoRA: same rows as ``run_sequential``.
-
-    Each job trains its own adapter from the LoRA initial values, one selected sequence per
-    step; a job is scored after each step in its ``eval_steps`` (only the due jobs' rows run);
-    a non-finite loss or score ends that job with ``nan_loss`` rows and the others carry on.
-    """
-    n_b = len(jobs)
-    trainer = BatchedLoraTrainer(finetuner, n_b)
-    inputs, targets = finetuner._make_windows(jobs)
-    rows: list[list[EvalRow]] = [[] for _ in jobs]
-    alive = [True] * n_b
-
-    def evaluate(due: list[int], step: int) -> None:
-        values = trainer.score(due, inputs[due], targets[due])
-        for b, v in zip(due, values, strict=True):
-            rows[b].append(finetuner._row(jobs[b], step, v))
-            if rows[b][-1].status != STATUS_OK:
-                alive[b] = False
-                rows[b] += finetuner._nan_rest(jobs[b], step)
-
-    due = [b for b, j in enumerate(jobs) if 0 in j.eval_steps]
-    if due:
-        evaluate(due, 0)
-    for step in range(1, max(len(j.train_ids) for j in jobs) + 1):
-        take = [alive[b] and step <= len(j.train_ids) for b, j in enumerate(jobs)]
-        if not any(take):
-            break
-        result = trainer.step(
-            [j.train_ids[step - 1] if take[b] else None for b, j in enumerate(jobs)]
-        )
-        for b in range(n_b):
-            if take[b] and not bool(result.finite[b]):
-                alive[b] = False
-                rows[b] += finetuner._nan_rest(jobs[b], step - 1)
-        due = [b for b in range(n_b) if alive[b] and take[b] and step in jobs[b].eval_steps]
-        if due:
-            evaluate(due, step)
-    return rows
+    def adapter(self, slot: int) -> dict[str, torch.Tensor]:
+        """Prompt ``slot``'s trained factors by parameter name (detached copies)."""
+        return self.lora.adapter(slot)

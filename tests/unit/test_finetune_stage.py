@@ -1,7 +1,7 @@
 """Finetune stage inputs and CLI: eval steps, adaptive stops, clear errors on bad selections,
 and `testtime finetune` / `aggregate` writing the pipeline.md section 5 tables.
 
-Run: .venv/bin/pytest tests/unit/test_finetune_inputs.py
+Run: .venv/bin/pytest tests/unit/test_finetune_stage.py
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import yaml
 
 from tests.unit.tiny_lm import TEXTS, tiny_gpt2, tiny_tokenizer
 from testtime.cli import main
-from testtime.finetune_inputs import build_jobs, eval_steps_for, read_selection
+from testtime.finetune.stage import adaptive_stops, build_jobs, eval_steps_for, read_selection
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +127,7 @@ def test_adaptive_stops_become_eval_steps(run_dir):
         memory_ids=memory,
         max_length=16,
         eval_at=[1],
-        alphas=[0.97],
+        stops=adaptive_stops(sel, [0.97]),
     )
     assert jobs[1].eval_steps == (1, 2, 3)
 

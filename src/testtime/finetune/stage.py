@@ -1,9 +1,12 @@
-"""Inputs of the finetune stage: validated selections, eval steps and :class:`PromptJob` lists.
+"""The finetune stage: read and check its inputs once, then fine-tune and score one shard.
 
-Turns ``prompts.parquet``, ``memory.parquet`` and ``selections/<method>.parquet``
-(docs/pipeline.md sections 1 and 4) into the jobs :class:`testtime.finetune.Finetuner` runs, and
-runs them for one method and prompt shard (section 5). Bad input fails loudly with the file and
-prompt named: a memory id not in the memory, a prompt without a selection, an empty eval text.
+:func:`read_finetune_inputs` reads ``prompts.parquet``, ``memory.parquet`` and
+``selections/<method>.parquet`` (docs/pipeline.md sections 1 and 4) once, checks them (the
+method is configured, every prompt of the shard selects ``select.n`` sequences), resolves the
+device and decides the adaptive-SIFT stop steps; :func:`run_finetune` turns them into the jobs
+:class:`testtime.finetune.Finetuner` runs and returns the shard's table (section 5). Bad input
+fails loudly with the file and prompt named: a memory id not in the memory, a prompt without a
+selection, an empty eval text.
 """
 
 from __future__ import annotations
@@ -11,22 +14,105 @@ from __future__ import annotations
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 import torch
 
 from testtime.bpb import eval_token_ids, model_context
-from testtime.finetune import STATUS_NAN, EvalRow, Finetuner, PromptJob, TrainSettings
-from testtime.selection import adaptive_stop_steps
+from testtime.finetune.finetuner import Finetuner
+from testtime.finetune.jobs import STATUS_NAN, EvalRow, PromptJob, TrainSettings
+from testtime.selection import adaptive_steps
 
 RESULT_COLUMNS = ("prompt_id", "domain", "method", "steps", "nll", "n_bytes", "bpb", "status")
 
 
+class FinetuneInputs(NamedTuple):
+    """What the finetune stage read for one method and prompt shard, checked.
+
+    Attributes:
+        method: ``base`` or a configured selection variant.
+        prompts: the shard's rows of ``prompts.parquet``.
+        selection: per prompt id its selection rows (steps 0..n); None for ``base``.
+        memory_ids: ``input_ids`` of the memory ids the selection uses; None for ``base``.
+        stops: per prompt id the adaptive-SIFT stop steps to score too (one per
+            ``select.adaptive_alphas`` value); None where the method has no adaptive rows.
+        device: the resolved config ``device``.
+        selection_path: the selection file, as named in errors.
+    """
+
+    method: str
+    prompts: pd.DataFrame
+    selection: dict[int, pd.DataFrame] | None
+    memory_ids: dict[int, np.ndarray] | None
+    stops: dict[int, tuple[int, ...]] | None
+    device: torch.device
+    selection_path: str
+
+
+def read_finetune_inputs(
+    cfg: Mapping[str, Any],
+    *,
+    method: str,
+    prompts_path: str | Path,
+    memory_path: str | Path,
+    selection_path: str | Path | None,
+    shard: int = 0,
+    num_shards: int = 1,
+) -> FinetuneInputs:
+    """Read and check the finetune stage's inputs for ``method`` and one prompt shard."""
+    from testtime.device import resolve_device
+    from testtime.methods import variant_by_name
+    from testtime.selection.pipeline import check_selection_steps
+
+    if method != "base":
+        variant_by_name(cfg, method)
+    prompts = shard_prompts(pd.read_parquet(prompts_path), shard, num_shards)
+    selection = memory_ids = stops = None
+    if method != "base":
+        if selection_path is None:
+            raise ValueError(f"--selection is required for method {method!r}")
+        table = pd.read_parquet(selection_path)
+        where = f"--selection {str(selection_path)!r}"
+        check_selection_steps(table, cfg["select"]["n"], where, prompts["prompt_id"])
+        full = selection_by_prompt(table, selection_path)
+        selection = {int(p): full[int(p)] for p in prompts["prompt_id"] if int(p) in full}
+        needed = {int(m) for s in selection.values() for m in s["memory_id"] if m >= 0}
+        memory_ids = load_memory_ids(memory_path, needed)
+        # the adaptive-SIFT report rows come from the sift run (testtime.methods)
+        alphas = cfg["select"]["adaptive_alphas"] if method == "sift" else []
+        stops = adaptive_stops(selection, alphas) if alphas else None
+    return FinetuneInputs(
+        method,
+        prompts,
+        selection,
+        memory_ids,
+        stops,
+        resolve_device(cfg["device"]),
+        str(selection_path),
+    )
+
+
+def adaptive_stops(
+    selection: Mapping[int, pd.DataFrame], alphas: Sequence[float]
+) -> dict[int, tuple[int, ...]]:
+    """Per prompt id the adaptive-SIFT stop step of each alpha (config order), from the
+    selection's variance trace (:func:`testtime.selection.adaptive_steps`)."""
+    return {
+        pid: tuple(adaptive_steps(sel["variance"].to_numpy(), alphas).values())
+        for pid, sel in selection.items()
+    }
+
+
 def read_selection(path: str | Path) -> dict[int, pd.DataFrame]:
-    """Selection rows per prompt id, sorted by step, checked to run 0..n with step 0 first."""
-    df = pd.read_parquet(path)
+    """The selection file ``path`` per prompt id (:func:`selection_by_prompt`)."""
+    return selection_by_prompt(pd.read_parquet(path), path)
+
+
+def selection_by_prompt(df: pd.DataFrame, path: str | Path) -> dict[int, pd.DataFrame]:
+    """Selection rows per prompt id, sorted by step, checked to run 0..n with step 0 first
+    (errors name ``path``)."""
     missing = {"prompt_id", "step", "memory_id", "variance"} - set(df.columns)
     if missing:
         raise ValueError(f"selection {str(path)!r} lacks columns {sorted(missing)}")
@@ -40,17 +126,6 @@ def read_selection(path: str | Path) -> dict[int, pd.DataFrame]:
             )
         out[int(pid)] = grp.reset_index(drop=True)
     return out
-
-
-def adaptive_steps(variances: np.ndarray, alphas: Sequence[float]) -> dict[float, int]:
-    """Adaptive-SIFT stop step per alpha for one prompt's variance trace ``(n + 1,)``."""
-    if not alphas:
-        return {}
-    trace = torch.tensor(np.asarray(variances, dtype=np.float64))[None]
-    n = trace.shape[1] - 1
-    return {
-        float(a): int(min(max(int(adaptive_stop_steps(trace, float(a))[0]), 0), n)) for a in alphas
-    }
 
 
 def eval_steps_for(
@@ -91,10 +166,13 @@ def build_jobs(
     memory_ids: Mapping[int, np.ndarray] | None,
     max_length: int,
     eval_at: Sequence[int],
-    alphas: Sequence[float] = (),
+    stops: Mapping[int, Sequence[int]] | None = None,
     selection_path: str = "selection",
 ) -> list[PromptJob]:
-    """One job per prompt; ``selection=None`` means the base model (eval at step 0 only)."""
+    """One job per prompt; ``selection=None`` means the base model (eval at step 0 only).
+
+    ``stops`` adds each prompt's adaptive stop steps (:func:`adaptive_stops`) to its eval
+    steps."""
     jobs = []
     for row in prompts.itertuples(index=False):
         pid = int(row.prompt_id)
@@ -122,14 +200,14 @@ def build_jobs(
             if len(ids) < 2:
                 raise ValueError(f"memory.parquet: memory_id {int(mid)} has fewer than 2 tokens")
             train.append(torch.as_tensor(np.asarray(ids[:max_length], dtype=np.int64)))
-        stops = adaptive_steps(sel["variance"].to_numpy(), alphas).values()
+        extra = stops.get(pid, ()) if stops is not None else ()
         jobs.append(
             PromptJob(
                 pid,
                 train,
                 eval_ids,
                 n_bytes,
-                eval_steps_for(len(train), eval_at, stops),
+                eval_steps_for(len(train), eval_at, extra),
                 n_context,
             )
         )
@@ -165,52 +243,31 @@ def rows_to_frame(rows: Sequence[EvalRow], domains: Mapping[int, str], method: s
 
 
 def run_finetune(
-    cfg: Mapping[str, Any],
-    *,
-    method: str,
-    model_dir: str | Path,
-    prompts_path: str | Path,
-    memory_path: str | Path,
-    selection_path: str | Path | None,
-    shard: int = 0,
-    num_shards: int = 1,
-    device: torch.device | None = None,
+    cfg: Mapping[str, Any], inputs: FinetuneInputs, *, model_dir: str | Path
 ) -> pd.DataFrame:
-    """Fine-tune and score every prompt of one shard for ``method``; the result table."""
+    """Fine-tune and score every prompt of ``inputs`` (one method and shard) with the base model
+    in ``model_dir``; the result table."""
     from tqdm.auto import tqdm
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from testtime.adapters import select_trainable, wrap_lora
-    from testtime.device import resolve_device
     from testtime.seeding import derive_seed
 
     ft = cfg["finetune"]
-    device = device or resolve_device(cfg["device"])
-    prompts = shard_prompts(pd.read_parquet(prompts_path), shard, num_shards)
+    method, prompts = inputs.method, inputs.prompts
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     context = model_context(model)
     max_length = min(ft["max_length"] or context, context)
-    if method == "base":
-        selection, memory_ids, alphas = None, None, []
-    else:
-        if selection_path is None:
-            raise ValueError(f"--selection is required for method {method!r}")
-        full = read_selection(selection_path)
-        selection = {int(p): full.get(int(p)) for p in prompts["prompt_id"]}
-        selection = {p: s for p, s in selection.items() if s is not None}
-        needed = {int(m) for s in selection.values() for m in s["memory_id"] if m >= 0}
-        memory_ids = load_memory_ids(memory_path, needed)
-        alphas = cfg["select"]["adaptive_alphas"] if method == "sift" else []
     jobs = build_jobs(
         prompts,
         tokenizer,
-        selection=selection,
-        memory_ids=memory_ids,
+        selection=inputs.selection,
+        memory_ids=inputs.memory_ids,
         max_length=max_length,
         eval_at=ft["eval_at"],
-        alphas=alphas,
-        selection_path=str(selection_path),
+        stops=inputs.stops,
+        selection_path=inputs.selection_path,
     )
     mode = ft["mode"]
     if mode == "lora" and method != "base":
@@ -220,7 +277,7 @@ def run_finetune(
         model,
         trainable,
         TrainSettings.from_config(cfg),
-        device=device,
+        device=inputs.device,
         seed=cfg["seed"],
         context=context,
     )
