@@ -188,7 +188,7 @@ def _schedule(warmup: int, total: int) -> Callable[[int], float]:
     Not ``transformers.get_cosine_schedule_with_warmup``: its warm-up is ``step / warmup``, so
     its first step has lr 0 and every warm-up step is one step behind ours (ours(s) = HF(s + 1)
     for s < warmup); the cosine phase is the same formula. Switching would change every
-    pre-trained model and hence every result; tests/unit/test_tokenizer_lm.py pins both facts.
+    pre-trained model and hence every result; tests/unit/test_lm.py pins both facts.
     """
 
     def factor(step: int) -> float:
