@@ -13,10 +13,6 @@ CORPUS_DIR ?= .corpus
 CORPUS_LOCK := requirements/corpus.txt
 CORPUS_BUILD := requirements/corpus-build.txt
 CORPUS_STAMP := $(CORPUS_DIR)/manifest.json
-# snakefmt lives in its own venv (kept so since the corpus moved to $(CORPUS_DIR)).
-LINT_VENV ?= .venv-lint
-LINT_LOCK ?= requirements/lock-lint.txt
-LINT_STAMP := $(LINT_VENV)/.installed
 
 .PHONY: install reproduce test lint format bench lock clean-demo
 
@@ -25,13 +21,9 @@ $(STAMP): pyproject.toml $(LOCK)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch first and pinned: an unpinned torch would pull a multi-GB CUDA build.
 	$(BIN)/python -m pip install --quiet -c $(LOCK) torch
-	$(BIN)/python -m pip install --quiet -c $(LOCK) -e ".[dev,bench,slurm]"
+	# the library and CLI, the workflow engines (Snakemake, DVC, Slurm plugin), tests and lint
+	$(BIN)/python -m pip install --quiet -c $(LOCK) -e ".[dev,bench,workflow]"
 	touch $(STAMP)
-
-$(LINT_STAMP): $(LINT_LOCK)
-	test -x $(LINT_VENV)/bin/python || $(PYTHON) -m venv $(LINT_VENV)
-	$(LINT_VENV)/bin/python -m pip install --quiet -r $(LINT_LOCK)
-	touch $(LINT_STAMP)
 
 # Only the .dist-info folders and licence files of the pinned files are kept (15 MB).
 $(CORPUS_STAMP): $(CORPUS_LOCK) $(CORPUS_BUILD) src/testtime/corpus/pinned.py | $(STAMP)
@@ -47,20 +39,20 @@ reproduce: $(STAMP) $(CORPUS_STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" scripts/run-workflow.sh --cores $(CORES)
 	PATH="$(abspath $(BIN)):$$PATH" scripts/dvc-adopt.sh
 
-test: $(STAMP) $(CORPUS_STAMP) $(LINT_STAMP)
+test: $(STAMP) $(CORPUS_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(LINT_VENV)/bin/snakefmt --check workflow
+	$(BIN)/snakefmt --check workflow
 	$(BIN)/python -m pytest
 
-lint: $(STAMP) $(LINT_STAMP)
+lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(LINT_VENV)/bin/snakefmt --check workflow
+	$(BIN)/snakefmt --check workflow
 
-format: $(STAMP) $(LINT_STAMP)
+format: $(STAMP)
 	$(BIN)/ruff format .
-	$(LINT_VENV)/bin/snakefmt workflow
+	$(BIN)/snakefmt workflow
 	$(BIN)/ruff check --fix .
 
 bench: $(STAMP)

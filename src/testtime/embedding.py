@@ -55,12 +55,9 @@ def load_embedding_model(
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
 
-    from testtime.io import looks_local, require_local_dir
+    from testtime.locations import resolve_model_location
 
-    path = resolve_model_path(name)
-    local = looks_local(path)
-    if local:
-        path = require_local_dir(path, "config key 'embed.model':")
+    path, local = resolve_model_location(resolve_model_path(name), "config key 'embed.model':")
     offline = {"local_files_only": local}
     try:
         transformer = Transformer(

@@ -1,42 +1,27 @@
-"""Atomic writes and provenance records.
+"""Atomic writes: single files, and a stage's outputs renamed together.
 
 Every artifact is written to a temporary file in the destination directory and renamed into
 place, so a killed job never leaves a half-written file that looks complete; a stage's outputs
 and their ``run.json`` records are renamed together (:class:`AtomicGroup`), so a failed stage
 leaves the previous set untouched. Artifacts get the permissions of a plain write (0666/0777
 minus the umask). No pickle: arrays are .npy (``allow_pickle=False``), tables Parquet, metadata
-JSON.
+JSON. What a record holds is :mod:`testtime.provenance`'s business.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
-import platform
 import shutil
-import sys
 import tempfile
 from collections.abc import Iterator, Mapping
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-PROVENANCE_PACKAGES = (
-    "testtime",
-    "torch",
-    "transformers",
-    "tokenizers",
-    "peft",
-    "faiss-cpu",
-    "numpy",
-    "pyarrow",
-    "sentence-transformers",
-    "mathematics-dataset",
-)
+from testtime.provenance import provenance, run_json_path
 
 
 def _umask() -> int:
@@ -265,82 +250,6 @@ def write_parquet(path: str | os.PathLike[str], table: Any) -> None:
         group.write_parquet(path, table)
 
 
-def looks_local(path_or_id: str | os.PathLike[str]) -> bool:
-    """Whether a model location is a local path rather than a hub id (``name``, ``org/name``).
-
-    Absolute, ``./``, ``../`` and ``~`` paths, paths with two or more parts, and anything that
-    exists on disk are local; a hub id never starts with ``/``, ``.`` or ``~``.
-
-    >>> [looks_local(s) for s in ("gpt2", "microsoft/phi-2", "./gpt2", "data/demo/tokenizer")]
-    [False, False, True, True]
-    """
-    s = os.fspath(path_or_id)
-    return (
-        isinstance(path_or_id, Path)
-        or s.startswith(("/", ".", "~"))
-        or s.count("/") >= 2
-        or os.sep != "/"
-        and os.sep in s
-        or os.path.exists(s)
-    )
-
-
-def require_local_dir(path: str | os.PathLike[str], what: str) -> str:
-    """``path`` as a string if it is an existing directory; FileNotFoundError naming ``what``.
-
-    Used before handing a local path to ``from_pretrained``, which would otherwise treat a
-    missing directory as a hub id and go online.
-    """
-    p = os.path.expanduser(os.fspath(path))
-    if not os.path.isdir(p):
-        state = "is not a directory" if os.path.exists(p) else "does not exist"
-        raise FileNotFoundError(
-            f"{what} {os.fspath(path)!r} {state} (local path, not looked up online)"
-        )
-    return p
-
-
-def config_hash(config: Mapping[str, Any]) -> str:
-    """Stable short hash of a resolved config (sorted-key JSON, sha256, 16 hex digits)."""
-    blob = json.dumps(config, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
-
-
-def package_versions(names: tuple[str, ...] = PROVENANCE_PACKAGES) -> dict[str, str | None]:
-    """Installed version of each distribution name (None when absent)."""
-    out: dict[str, str | None] = {}
-    for name in names:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
-
-
-def provenance(
-    config: Mapping[str, Any] | None = None,
-    *,
-    seed: int | None = None,
-    device: str | None = None,
-    extra: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The provenance record written as run.json beside every result."""
-    record: dict[str, Any] = {
-        "argv": sys.argv,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "packages": package_versions(),
-        "seed": seed,
-        "device": device,
-    }
-    if config is not None:
-        record["config_hash"] = config_hash(config)
-        record["config"] = dict(config)
-    if extra:
-        record.update(extra)
-    return record
-
-
 def write_run_json(
     output: str | os.PathLike[str],
     config: Mapping[str, Any] | None = None,
@@ -353,9 +262,3 @@ def write_run_json(
     path = run_json_path(output)
     write_json(path, provenance(config, **kwargs))
     return path
-
-
-def run_json_path(output: str | os.PathLike[str]) -> Path:
-    """Where the provenance record of ``output`` goes: ``<dir>/run.json`` or ``<file>.run.json``."""
-    out = Path(output)
-    return out / "run.json" if out.is_dir() else out.with_name(out.name + ".run.json")

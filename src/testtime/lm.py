@@ -29,7 +29,9 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 
 from testtime.bpb import IGNORE
-from testtime.io import atomic_path, config_hash, write_json
+from testtime.io import atomic_path, write_json
+from testtime.locations import resolve_model_location
+from testtime.provenance import config_hash
 from testtime.seeding import derive_seed
 from testtime.tokenizer import load_tokenizer
 
@@ -85,12 +87,9 @@ def load_causal_lm(
     """``AutoModelForCausalLM`` from a local directory or hub id, in eval mode on ``device``."""
     from transformers import AutoModelForCausalLM
 
-    from testtime.io import looks_local, require_local_dir
-
     kwargs: dict[str, Any] = {"dtype": dtype} if dtype is not None else {}
-    where = str(path_or_id)
-    if looks_local(path_or_id):  # never looked up on the hub
-        where = require_local_dir(path_or_id, "causal LM directory")
+    where, local = resolve_model_location(path_or_id, "causal LM directory")
+    if local:  # never looked up on the hub
         kwargs["local_files_only"] = True
     try:
         model = AutoModelForCausalLM.from_pretrained(where, **kwargs)
@@ -104,11 +103,8 @@ def pretrained_context(path_or_id: str | os.PathLike[str]) -> int:
     from transformers import AutoConfig
 
     from testtime.bpb import model_context
-    from testtime.io import looks_local, require_local_dir
 
-    where, local = str(path_or_id), looks_local(path_or_id)
-    if local:
-        where = require_local_dir(path_or_id, "config key 'model.name_or_path':")
+    where, local = resolve_model_location(path_or_id, "config key 'model.name_or_path':")
     try:
         cfg = AutoConfig.from_pretrained(where, local_files_only=local)
     except (OSError, ValueError) as exc:
@@ -192,7 +188,7 @@ def _schedule(warmup: int, total: int) -> Callable[[int], float]:
     Not ``transformers.get_cosine_schedule_with_warmup``: its warm-up is ``step / warmup``, so
     its first step has lr 0 and every warm-up step is one step behind ours (ours(s) = HF(s + 1)
     for s < warmup); the cosine phase is the same formula. Switching would change every
-    pre-trained model and hence every result; tests/unit/test_tokenizer_lm.py pins both facts.
+    pre-trained model and hence every result; tests/unit/test_lm.py pins both facts.
     """
 
     def factor(step: int) -> float:

@@ -54,7 +54,9 @@ import numpy as np
 import pandas as pd
 
 from testtime.config import validate_config
-from testtime.io import atomic_path, load_npy, looks_local, package_versions, save_npy, write_json
+from testtime.io import atomic_path, load_npy, save_npy, write_json
+from testtime.locations import looks_local
+from testtime.provenance import package_versions
 
 MANIFEST = "manifest.json"
 FORMAT = 1

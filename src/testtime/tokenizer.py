@@ -53,10 +53,9 @@ def load_tokenizer(
     """
     from transformers import AutoTokenizer
 
-    from testtime.io import looks_local, require_local_dir
+    from testtime.locations import resolve_model_location
 
-    is_local = local or looks_local(path_or_id)
-    where = require_local_dir(path_or_id, flag) if is_local else str(path_or_id)
+    where, is_local = resolve_model_location(path_or_id, flag, local=local)
     try:
         tok = AutoTokenizer.from_pretrained(where, local_files_only=is_local)
     except (OSError, ValueError) as exc:

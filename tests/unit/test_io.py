@@ -1,4 +1,4 @@
-"""Atomic writes, provenance records and permissions (testtime.io).
+"""Atomic writes, groups of outputs with their records, and permissions (testtime.io).
 
 Checks that a group of outputs is renamed together or not at all (an exception while writing
 leaves every earlier file as it was, with no temporaries left), that a record (`run.json`) is
@@ -169,11 +169,3 @@ def test_read_only_directory_is_a_one_line_error(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "Permission denied" in err and "pp.parquet" in err
     assert (out_dir / "pp.parquet").read_text() == "old"
-
-
-def test_looks_local_and_require_local_dir(tmp_path):
-    assert not io.looks_local("gpt2") and not io.looks_local("org/model")
-    assert io.looks_local("./gpt2") and io.looks_local("/abs/x") and io.looks_local("a/b/c")
-    assert io.looks_local(tmp_path)
-    with pytest.raises(FileNotFoundError, match="'/no/such' does not exist .*not looked up"):
-        io.require_local_dir("/no/such", "--tokenizer")

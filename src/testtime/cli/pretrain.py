@@ -23,8 +23,9 @@ def run(args: argparse.Namespace) -> None:
     import pandas as pd
 
     from testtime.device import resolve_device
-    from testtime.io import atomic_path, check_output, provenance, write_json
+    from testtime.io import atomic_path, check_output, write_json
     from testtime.lm import load_causal_lm, pretrain
+    from testtime.provenance import provenance
     from testtime.tokenizer import load_tokenizer
 
     config = load_cli_config(args)

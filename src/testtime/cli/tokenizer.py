@@ -18,7 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     import pandas as pd
 
-    from testtime.io import atomic_path, check_output, provenance, write_json
+    from testtime.io import atomic_path, check_output, write_json
+    from testtime.provenance import provenance
     from testtime.tokenizer import load_tokenizer, train_bpe_tokenizer
 
     config = load_cli_config(args)

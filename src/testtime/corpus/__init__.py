@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from testtime.corpus.demo import LOCAL_DOMAINS, MATH_DOMAIN, PINNED_DOMAINS, DemoRoots
 from testtime.corpus.pinned import load_manifest
 from testtime.corpus.split import MIN_DOC_CHARS, DocumentCollector, assign_splits, seeded_hash
-from testtime.io import package_versions
+from testtime.provenance import package_versions
 
 __all__ = ["Corpus", "DemoRoots", "build_corpus", "build_demo_documents", "fingerprint"]
 

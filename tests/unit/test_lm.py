@@ -1,9 +1,9 @@
-"""Tokenizer, chunking and base-LM pre-training on tiny inputs.
+"""Base-LM pre-training and loading (testtime.lm) on tiny inputs.
 
-Checks: the trained byte-level BPE round-trips text and has the single special token; windows
-and prompts follow the contract (lengths computed by hand); a few pre-training steps lower the
-loss on the training batch; a run resumed from a checkpoint ends with exactly the weights of an
-uninterrupted run; a stale checkpoint is refused; the saved model reloads with the loader.
+Checks: a few pre-training steps lower the loss on the training batch; a run resumed from a
+checkpoint ends with exactly the weights of an uninterrupted run; a stale checkpoint is refused;
+the saved model reloads with the loader, and a missing local one is never looked up online; the
+data-stage CLIs (tokenizer -> chunk -> pretrain) chain; the LR schedule by hand and against HF's.
 """
 
 from __future__ import annotations
@@ -15,20 +15,16 @@ import pandas as pd
 import pytest
 import torch
 
-from testtime.chunking import check_seq_len, chunk_documents, make_prompts
+from tests.unit.tiny_code import TEXTS, code_tokenizer
+from testtime.chunking import chunk_documents
 from testtime.config import validate_config
 from testtime.lm import latest_checkpoint, lm_loss, load_causal_lm, pad_batch, pretrain
-from testtime.tokenizer import EOT, load_tokenizer, train_bpe_tokenizer
-
-TEXTS = [
-    f"def f{i}(x):\n    return x * {i} + {i % 7}  # the quick brown fox jumps\n" * 4
-    for i in range(40)
-]
+from testtime.tokenizer import EOT
 
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return train_bpe_tokenizer(TEXTS, vocab_size=320, model_max_length=32)
+    return code_tokenizer()
 
 
 def tiny_model_cfg(**pretrain_cfg):
@@ -54,52 +50,6 @@ def tiny_model_cfg(**pretrain_cfg):
         }
     )
     return cfg["model"]
-
-
-def test_tokenizer_round_trip_and_specials(tokenizer, tmp_path):
-    text = "def f3(x):\n    return x * 3  # ünïcödé"
-    assert tokenizer.decode(tokenizer(text)["input_ids"]) == text
-    assert tokenizer.convert_ids_to_tokens([tokenizer.eos_token_id]) == [EOT]
-    assert tokenizer.pad_token_id == tokenizer.bos_token_id == tokenizer.eos_token_id
-    assert len(tokenizer) == 320
-    tokenizer.save_pretrained(tmp_path)
-    again = load_tokenizer(tmp_path)
-    assert again(text)["input_ids"] == tokenizer(text)["input_ids"]
-    assert again.model_max_length == 32
-
-
-def test_chunks_and_prompts(tokenizer):
-    docs = pd.DataFrame(
-        {"doc_id": [5, 9], "domain": ["Github", "Github"], "text": [TEXTS[0], TEXTS[1][:50]]}
-    )
-    n0 = len(tokenizer(TEXTS[0], add_special_tokens=False)["input_ids"])
-    n1 = len(tokenizer(TEXTS[1][:50], add_special_tokens=False)["input_ids"])
-    seqs = chunk_documents(docs, tokenizer, seq_len=20)
-    # full windows of 20, then a tail kept only when it has >= 16 tokens
-    expect = [20] * (n0 // 20) + ([n0 % 20] if n0 % 20 >= 16 else [])
-    expect += [20] * (n1 // 20) + ([n1 % 20] if n1 % 20 >= 16 else [])
-    assert seqs["n_tokens"].tolist() == expect
-    assert seqs["seq_id"].tolist() == list(range(len(expect)))
-    assert seqs["input_ids"].map(len).tolist() == expect
-    joined = "".join(seqs.loc[seqs["doc_id"] == 5, "text"])
-    assert TEXTS[0].startswith(joined)
-    ids = tokenizer(TEXTS[0], add_special_tokens=False)["input_ids"]
-    split = make_prompts(docs, tokenizer, 1, 10, 12, domains=["Github"], protocol="split")
-    assert split.loc[0, "prompt_text"] == split.loc[0, "context_text"] == tokenizer.decode(ids[:10])
-    assert split.loc[0, "eval_text"] == tokenizer.decode(ids[10:22])
-    # same (the paper's protocol): the embedded text is the scored text, no context
-    same = make_prompts(docs, tokenizer, 1, 10, 12, domains=["Github"], protocol="same")
-    assert same.loc[0, "prompt_text"] == same.loc[0, "eval_text"] == tokenizer.decode(ids[:12])
-    assert same.loc[0, "context_text"] == ""
-    assert list(same.columns) == list(split.columns)
-    with pytest.raises(ValueError, match=r"data\.prompts_per_domain"):
-        make_prompts(docs, tokenizer, 2, 10, 12, domains=["Github"], protocol="split")
-    with pytest.raises(ValueError, match=r"data\.prompts_per_domain.*data\.eval_tokens"):
-        make_prompts(docs, tokenizer, 1, 10, n0 + 1, domains=["Github"], protocol="same")
-    with pytest.raises(ValueError, match=r"data\.protocol"):
-        make_prompts(docs, tokenizer, 1, 10, 12, domains=["Github"], protocol="both")
-    with pytest.raises(ValueError, match=r"data\.seq_len"):
-        check_seq_len(64, tokenizer)
 
 
 def _sequences(tokenizer):
@@ -196,37 +146,6 @@ def test_data_stage_clis(tmp_path):
     model = load_causal_lm(r / "base")
     assert model.config.n_positions == 32
     assert AutoTokenizer.from_pretrained(r / "base").pad_token == EOT
-
-
-@pytest.mark.parametrize("where", ["missing_tok", "data/demo/tokenizer", "/no/such/tokenizer"])
-def test_missing_local_tokenizer_is_never_looked_up_online(tmp_path, monkeypatch, capsys, where):
-    """A --tokenizer that does not exist is a one-line error; the hub is never asked."""
-    import transformers
-
-    from testtime.cli import main
-
-    def online(*args, **kwargs):
-        raise AssertionError(f"from_pretrained called with {args}")
-
-    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", online)
-    monkeypatch.chdir(tmp_path)
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text("data: {seq_len: 32, eval_tokens: 32}\nmodel: {n_positions: 32}\n")
-    outs = [
-        "--pretrain-out",
-        "p.parquet",
-        "--memory-out",
-        "m.parquet",
-        "--prompts-out",
-        "q.parquet",
-    ]
-    argv = ["chunk", "--config", str(cfg), "--documents", "d.parquet", "--tokenizer", where]
-    assert main([*argv, *outs]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err == (
-        f"testtime chunk: error: --tokenizer '{where}' does not exist "
-        "(local path, not looked up online)"
-    )
 
 
 def test_missing_local_model_is_never_looked_up_online(monkeypatch):
