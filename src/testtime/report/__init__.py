@@ -22,8 +22,10 @@ Conventions (docs/pipeline.md section 6):
   (:mod:`~testtime.report.checks`).
 
 Modules: ``checks`` (inputs), ``rows`` (per-prompt rows), ``estimates`` (bootstrap estimates),
-``tables``, ``metrics`` (one function per metrics.json key), ``build`` (:func:`build_report`).
-The names below are imported on first use, so that importing one module does not load all.
+``tables``, ``metrics`` (one function per metrics.json key), ``outputs`` (which files a config
+has, their flags, writing them), ``build`` (:func:`build_report`). The names below are
+imported on first use, so that importing :mod:`testtime.report.outputs` (the CLI's parser, the
+Snakefile) does not load pandas.
 """
 
 from __future__ import annotations
@@ -49,6 +51,9 @@ _EXPORTS = {
     "bpb_table": "tables",
     "memory_size_curve": "tables",
     "steps_curve": "tables",
+    "REPORT_OUTPUTS": "outputs",
+    "report_argv": "outputs",
+    "report_outputs": "outputs",
     "Report": "build",
     "build_report": "build",
 }
