@@ -1,7 +1,8 @@
 """Run the workflow's select, finetune, aggregate and report stages on one device, in order,
 in one process (no Snakemake needed), and time each stage.
 
-The commands are the rules' own (workflow/rules/select.smk, finetune.smk, report.smk), called
+The commands are the rules' own (workflow/rules/select.smk, finetune.smk, report.smk; the
+report's output flags from :func:`testtime.report.outputs.report_argv`, as the rule's), called
 through ``testtime.cli.main`` instead of one ``testtime`` process per job, so the times below
 leave out the ~5 s of Python and torch start-up that each Snakemake job pays. The upstream
 artifacts (candidates, embeddings, base model, prompts, memory; made on any machine by
@@ -37,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from testtime.cli import main as cli
     from testtime.methods import selection_variants
+    from testtime.report.outputs import report_argv, report_outputs
 
     data, out = Path(args.data), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -102,35 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         sift_sels = [str(sel_dir / f"{name}.parquet") for name in sift]
         per_prompt = out / "results" / "per_prompt.parquet"
         run("aggregate", ["aggregate", "--inputs", *shards, "--out", str(per_prompt)])
-        res, fig = out / "results", out / "figures"
-        optional = []
-        if cfg["select"]["lam_sweep"]:
-            optional += ["--lambda-sweep-plot", str(fig / "lambda_sweep.png")]
-        if cfg["select"]["memory_fractions"]:
-            optional += ["--memory-curve-md", str(fig / "memory_curve.md"),
-                         "--memory-curve-plot", str(fig / "memory_curve.png")]  # fmt: skip
-        run(
-            "report",
-            [
-                "report",
-                "--per-prompt", str(per_prompt),
-                "--selections", *sift_sels,
-                "--bpb-csv", str(res / "bpb.csv"),
-                "--metrics", str(res / "metrics.json"),
-                "--uncertainty-csv", str(res / "uncertainty.csv"),
-                "--bpb-vs-steps-csv", str(res / "bpb_vs_steps.csv"),
-                "--table-md", str(fig / "bpb_table.md"),
-                "--table-tex", str(fig / "bpb_table.tex"),
-                "--uncertainty-plot", str(fig / "uncertainty_vs_error.png"),
-                str(fig / "uncertainty_vs_error.pdf"),
-                "--steps-plot", str(fig / "bpb_vs_steps.png"), str(fig / "bpb_vs_steps.pdf"),
-                "--adaptive-plot", str(fig / "adaptive_compute.png"),
-                str(fig / "adaptive_compute.pdf"),
-                "--uncertainty-gain-plot", str(fig / "uncertainty_gain.png"),
-                str(fig / "uncertainty_gain.pdf"),
-                *optional,
-            ],
-        )  # fmt: skip
+        outputs = report_outputs(cfg, out / "results", out / "figures")
+        argv = ["report", "--per-prompt", str(per_prompt), "--selections", *sift_sels]
+        run("report", [*argv, *report_argv(outputs)])
     for stage, t in times.items():
         print(f"stage {stage:<9} {t:8.2f} s")
     if args.json:

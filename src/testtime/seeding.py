@@ -26,3 +26,20 @@ def generator_for(
     gen = torch.Generator(device=device)
     gen.manual_seed(derive_seed(seed, *keys))
     return gen
+
+
+def text_prompt_id(prompt: str) -> int:
+    """The prompt id of a prompt given as text (the API's prompts have no dataset id): 63 bits
+    of the sha256 of its UTF-8, so a prompt's seeds do not depend on the other prompts.
+
+    >>> text_prompt_id("a prompt") == text_prompt_id("a prompt") != text_prompt_id("a prompt.")
+    True
+    """
+    return int.from_bytes(hashlib.sha256(prompt.encode()).digest()[:8], "little") & ((1 << 63) - 1)
+
+
+def selection_generator(seed: int, prompt_id: int, variant: str) -> torch.Generator:
+    """The CPU generator of one prompt's random selection by one method variant (e.g.
+    ``random``): the select stage's and :meth:`testtime.TestTimeTuner.select`'s, so both pick
+    the same sequences for the same seed, prompt id and candidates."""
+    return generator_for(seed, prompt_id, variant)

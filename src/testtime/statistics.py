@@ -1,7 +1,9 @@
 """Statistics in the paper's terms: bpb relative to the base model, byte-weighted paired
 differences, and correlations of SIFT's uncertainty with the error and the gain, with CIs.
 
-Conventions (those of :mod:`testtime.report`, docs/pipeline.md section 6):
+Conventions (those of :mod:`testtime.report`, docs/pipeline.md section 6; the report assembles
+these into its tables and metrics.json in :mod:`testtime.report.tables` and
+:mod:`testtime.report.metrics`):
 
 * bits per byte (bpb) of a set of prompts is byte-weighted: ``sum(nll) / (ln 2 * sum(n_bytes))``
   (nll in nats);
@@ -122,7 +124,7 @@ def relative_bpb_table(
     the paired bootstrap SE (percentage points); ``base`` itself is 100 with SE 0.
 
     ``results`` maps a method to one ok row per prompt (columns prompt_id, domain, nll,
-    n_bytes), as for :func:`testtime.report.bpb_table`.
+    n_bytes), as for :func:`testtime.report.tables.bpb_table`.
     """
     rows = []
     ref = results[base]
@@ -239,49 +241,3 @@ def uncertainty_gain(
             for target in GAIN_TARGETS
         }
     return out
-
-
-# ----------------------------------------------------------------------------- the report
-class PaperStatistics(NamedTuple):
-    """What :func:`paper_statistics` adds to the report."""
-
-    relative: pd.DataFrame
-    """:data:`RELATIVE_COLUMNS`: bpb in % of the base model per domain and method."""
-    gain: pd.DataFrame
-    """:func:`uncertainty_gain_frame`: SIFT's σ_N, bpb and gain per prompt."""
-    metrics: dict[str, Any]
-    """``bpb_relative_pct`` / ``bpb_relative_se_pct`` (all domains, per method),
-    ``paper_all_row_pct``, ``paired_byte_weighted`` (``<m>-base``, ``sift-nn``: the table's
-    statistic as a paired difference) and ``uncertainty`` (:func:`uncertainty_gain`)."""
-
-
-def paper_statistics(
-    results: Mapping[str, pd.DataFrame],
-    unc: pd.DataFrame,
-    domains: Sequence[str],
-    *,
-    n_boot: int,
-    seed: int,
-) -> PaperStatistics:
-    """The paper-unit table, the byte-weighted paired differences and the uncertainty-gain
-    correlations from the report's per-method results (one ok row per prompt, table order) and
-    its uncertainty table (``prompt_id, domain, sigma, bpb`` of SIFT)."""
-    metrics: dict[str, Any] = {}
-    relative = pd.DataFrame(columns=RELATIVE_COLUMNS)
-    gain = pd.DataFrame(columns=[*unc.columns, "base_bpb", "gain", "relative_gain"])
-    if "base" in results:
-        relative = relative_bpb_table(results, n_boot=n_boot, seed=seed, domains=domains)
-        pooled = relative[relative["domain"] == "all"].set_index("method")
-        metrics["bpb_relative_pct"] = pooled["rel_pct"].to_dict()
-        metrics["bpb_relative_se_pct"] = pooled["rel_se_pct"].to_dict()
-        metrics["paper_all_row_pct"] = dict(PAPER_ALL_ROW_PCT)
-        pairs = [(m, "base") for m in results if m != "base"]
-        pairs += [("sift", "nn")] if "sift" in results and "nn" in results else []
-        metrics["paired_byte_weighted"] = {
-            f"{a}-{b}": byte_weighted_difference(results[a], results[b], n_boot=n_boot, seed=seed)
-            for a, b in pairs
-        }
-        if len(unc):
-            gain = uncertainty_gain_frame(unc, results["base"])
-            metrics["uncertainty"] = uncertainty_gain(gain, domains, n_boot=n_boot, seed=seed)
-    return PaperStatistics(relative, gain, metrics)

@@ -46,7 +46,7 @@ from testtime.finetune import STATUS_OK, Finetuner, PromptJob, TrainSettings
 from testtime.finetune.driver import drive
 from testtime.finetune.lora import LoraEngine, StackedLora
 from testtime.memory import Memory
-from testtime.seeding import derive_seed, generator_for
+from testtime.seeding import derive_seed, selection_generator, text_prompt_id
 from testtime.selection import SELECTORS, adaptive_stop_steps
 
 #: the workflow config schema's defaults (``DEFAULTS["select"]["lam"]``, ...)
@@ -242,16 +242,19 @@ class TestTimeTuner:
     # -------------------------------------------------------------------------- selection
     def select(self, prompts: Sequence[str]) -> list[tuple[list[int], list[float], int]]:
         """Per prompt: selected seq_ids (all n), the variance trace ``(n + 1)`` and the steps to
-        take (n, or the adaptive stop)."""
+        take (n, or the adaptive stop). ``random`` draws from
+        :func:`testtime.seeding.selection_generator` with the prompt id
+        :func:`testtime.seeding.text_prompt_id`, as the select stage does for that id."""
         for p in prompts:
             self._prompt_ids(p)
         queries = self.memory.embed(list(prompts), str(self.device))  # (P, d)
         _, ids = self.memory.search(queries, self.k)  # (P, K)
         cands = self.memory.embeddings[ids]  # (P, K, d)
         kwargs = {}
-        if self.selector == "random":
-            digests = [hashlib.sha256(p.encode()).hexdigest()[:16] for p in prompts]
-            kwargs["generator"] = [generator_for(self.seed, "random", d) for d in digests]
+        if self.selector == "random":  # the select stage's generator, the text as prompt id
+            kwargs["generator"] = [
+                selection_generator(self.seed, text_prompt_id(p), self.selector) for p in prompts
+            ]
         sel = SELECTORS[self.selector](
             torch.from_numpy(queries), torch.from_numpy(np.ascontiguousarray(cands)), self.n,
             lam=self.lam, **kwargs,

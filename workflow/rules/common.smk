@@ -16,6 +16,7 @@ from testtime.methods import (
     selection_variants,
     variant_job_config,
 )
+from testtime.report.outputs import report_argv, report_outputs
 
 min_version("9.0")
 
@@ -128,50 +129,39 @@ def sift_selections(wildcards=None):
     return [f"{DATA}/selections/{name}.parquet" for name in sift]
 
 
-# Only a config that sweeps lambda' gets the sweep figure.
-LAMBDA_SWEEP_OUTPUT = (
-    {
-        "lambda_sweep": report(
-            f"{FIGURES}/lambda_sweep.png",
-            caption="../report/lambda_sweep.rst",
-            category="Figures",
-            labels={"name": "lambda' sweep"},
-        )
-    }
-    if config["select"]["lam_sweep"]
-    else {}
-)
-# Only a config with select.memory_fractions gets the memory-size curve.
-MEMORY_CURVE_OUTPUT = (
-    {
-        "memory_curve_md": report(
-            f"{FIGURES}/memory_curve.md",
-            caption="../report/memory_curve.rst",
-            category="Tables",
-            labels={"name": "memory curve (markdown)"},
-        ),
-        "memory_curve_png": report(
-            f"{FIGURES}/memory_curve.png",
-            caption="../report/memory_curve.rst",
-            category="Figures",
-            labels={"name": "memory curve"},
-        ),
-    }
-    if config["select"]["memory_fractions"]
-    else {}
-)
-# The flags of the optional outputs (`testtime report` writes one iff its flag is given).
-OPTIONAL_REPORT_FLAGS = {
-    "lambda_sweep": "--lambda-sweep-plot",
-    "memory_curve_md": "--memory-curve-md",
-    "memory_curve_png": "--memory-curve-plot",
+# The report's files and their flags are testtime.report.outputs (one owner: the optional ones
+# exist exactly when select.lam_sweep / select.memory_fractions are set); the workflow adds the
+# Snakemake report's caption, category and label of the files the report shows.
+REPORT_FILES = report_outputs(config, RESULTS, FIGURES)
+REPORT_CAPTIONS = {
+    "bpb": ("bpb", "Tables", "bpb.csv"),
+    "table_md": ("bpb", "Tables", "bpb table (markdown)"),
+    "uncertainty_png": ("uncertainty", "Figures", "uncertainty vs error"),
+    "steps_png": ("steps", "Figures", "bpb vs steps"),
+    "adaptive_png": ("adaptive", "Figures", "adaptive compute"),
+    "uncertainty_gain_png": ("uncertainty_gain", "Figures", "uncertainty vs gain"),
+    "lambda_sweep": ("lambda_sweep", "Figures", "lambda' sweep"),
+    "memory_curve_md": ("memory_curve", "Tables", "memory curve (markdown)"),
+    "memory_curve_png": ("memory_curve", "Figures", "memory curve"),
 }
 
 
-def optional_report_flags(wildcards, output):
-    """The flags of the optional outputs this config declares, with their (quoted) paths."""
-    return " ".join(
-        f"{flag} {shlex.quote(output.get(key))}"
-        for key, flag in OPTIONAL_REPORT_FLAGS.items()
-        if output.get(key) is not None
-    )
+def report_rule_outputs():
+    """The report rule's outputs: REPORT_FILES, those with a caption as report() items."""
+    outputs = {}
+    for key, path in REPORT_FILES.items():
+        if key in REPORT_CAPTIONS:
+            caption, category, label = REPORT_CAPTIONS[key]
+            path = report(
+                path,
+                caption=f"../report/{caption}.rst",
+                category=category,
+                labels={"name": label},
+            )
+        outputs[key] = path
+    return outputs
+
+
+def report_output_flags(wildcards, output):
+    """The CLI's output flags with the rule's (quoted) output paths (report_argv)."""
+    return shlex.join(report_argv({key: output.get(key) for key in REPORT_FILES}))

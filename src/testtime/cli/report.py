@@ -15,41 +15,23 @@ one or more ``.png`` / ``.pdf`` paths. Example (docs/pipeline.md section 6)::
         --adaptive-plot figures/demo/adaptive_compute.png figures/demo/adaptive_compute.pdf \\
         --uncertainty-gain-plot figures/demo/uncertainty_gain.png figures/demo/uncertainty_gain.pdf
 
-``--lambda-sweep-plot`` is given exactly when the config has ``select.lam_sweep``, and
-``--memory-curve-md`` with ``--memory-curve-plot`` exactly when it has
-``select.memory_fractions``: those optional outputs are written iff their flag is given.
+The flags and which of them a config needs are :data:`testtime.report.outputs.REPORT_OUTPUTS`
+(``--lambda-sweep-plot`` exactly when the config has ``select.lam_sweep``, ``--memory-curve-md``
+with ``--memory-curve-plot`` exactly when it has ``select.memory_fractions``).
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Mapping
-from typing import Any
 
 from testtime.cli._common import add_config_argument, load_cli_config
 
 HELP = "write bpb.csv, metrics.json, the paper table and figures from per-prompt results"
 
-FIGURE_FORMATS = (".png", ".pdf")
-
-# (flag, argparse dest, help); the required single files, then the required figures
-_FILES = (
-    ("--bpb-csv", "bpb_csv", "results/<name>/bpb.csv: bpb per domain and method, with SE"),
-    ("--metrics", "metrics", "results/<name>/metrics.json"),
-    ("--uncertainty-csv", "uncertainty_csv", "results/<name>/uncertainty.csv (DVC plot)"),
-    ("--bpb-vs-steps-csv", "bpb_vs_steps_csv", "results/<name>/bpb_vs_steps.csv (DVC plot)"),
-    ("--table-md", "table_md", "figures/<name>/bpb_table.md"),
-    ("--table-tex", "table_tex", "figures/<name>/bpb_table.tex"),
-)
-_FIGURES = (
-    ("--uncertainty-plot", "uncertainty_plot", "uncertainty_vs_error.{png,pdf}"),
-    ("--steps-plot", "steps_plot", "bpb_vs_steps.{png,pdf}"),
-    ("--adaptive-plot", "adaptive_plot", "adaptive_compute.{png,pdf}"),
-    ("--uncertainty-gain-plot", "uncertainty_gain_plot", "uncertainty_gain.{png,pdf}"),
-)
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from testtime.report.outputs import report_flags
+
     add_config_argument(parser)
     parser.add_argument("--per-prompt", required=True, help="results/<name>/per_prompt.parquet")
     parser.add_argument(
@@ -58,29 +40,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         help="selections/<variant>.parquet of the SIFT variants (named by file stem)",
     )
-    for flag, dest, text in _FILES:
-        parser.add_argument(flag, dest=dest, required=True, metavar="PATH", help=text)
-    for flag, dest, text in _FIGURES:
+    for flag, spec in report_flags().items():
         parser.add_argument(
-            flag, dest=dest, required=True, nargs="+", metavar="PATH", help=f"figure: {text}"
+            flag,
+            dest=spec.dest,
+            required=spec.needs is None,
+            nargs="+" if spec.figure else None,
+            metavar="PATH",
+            help=spec.help,
         )
-    parser.add_argument(
-        "--lambda-sweep-plot",
-        nargs="+",
-        metavar="PATH",
-        help="figure: lambda_sweep.png; exactly when the config has select.lam_sweep",
-    )
-    parser.add_argument(
-        "--memory-curve-md",
-        metavar="PATH",
-        help="figures/<name>/memory_curve.md; exactly when the config has select.memory_fractions",
-    )
-    parser.add_argument(
-        "--memory-curve-plot",
-        nargs="+",
-        metavar="PATH",
-        help="figure: memory_curve.png; exactly when the config has select.memory_fractions",
-    )
     parser.add_argument(
         "--allow-partial",
         action="store_true",
@@ -89,48 +57,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def check_outputs(args: argparse.Namespace, cfg: Mapping[str, Any]) -> None:
-    """ValueError before any work when the optional outputs disagree with the config, a figure
-    is not .png/.pdf, a path is given twice or is a directory."""
-    from pathlib import Path
+def output_paths(args: argparse.Namespace) -> dict[str, list[str] | None]:
+    """Output flag -> its paths as given (None for an optional flag left out)."""
+    from testtime.report.outputs import report_flags
 
-    from testtime.io import check_output
-
-    optional = {
-        "select.lam_sweep": (bool(cfg["select"]["lam_sweep"]), ["--lambda-sweep-plot"]),
-        "select.memory_fractions": (
-            bool(cfg["select"]["memory_fractions"]),
-            ["--memory-curve-md", "--memory-curve-plot"],
-        ),
-    }
-    for key, (configured, flags) in optional.items():
-        for flag in flags:
-            given = getattr(args, flag[2:].replace("-", "_")) is not None
-            if given != configured:
-                raise ValueError(
-                    f"{flag} is given exactly when the config has {key} (it is "
-                    f"{'set' if configured else 'empty'}): "
-                    + (f"pass {flag}" if configured else f"leave {flag} out")
-                )
-    paths: list[tuple[str, str]] = [(flag, getattr(args, dest)) for flag, dest, _ in _FILES]
-    figure_flags = [flag for flag, _, _ in _FIGURES] + [
-        "--lambda-sweep-plot",
-        "--memory-curve-plot",
-    ]
-    for flag in figure_flags:
-        for path in getattr(args, flag[2:].replace("-", "_")) or []:
-            if Path(path).suffix not in FIGURE_FORMATS:
-                raise ValueError(f"{flag} {path!r}: a figure is written as .png or .pdf")
-            paths.append((flag, path))
-    if args.memory_curve_md is not None:
-        paths.append(("--memory-curve-md", args.memory_curve_md))
-    seen: dict[Path, str] = {}
-    for flag, path in paths:
-        check_output(path, flag=flag)
-        key = Path(path).absolute()
-        if key in seen:
-            raise ValueError(f"{flag} {path!r} is also given as {seen[key]}: one file per output")
-        seen[key] = flag
+    paths = {flag: getattr(args, spec.dest) for flag, spec in report_flags().items()}
+    return {f: [p] if isinstance(p, str) else p for f, p in paths.items()}
 
 
 def run(args: argparse.Namespace) -> None:
@@ -139,13 +71,13 @@ def run(args: argparse.Namespace) -> None:
 
     import pandas as pd
 
-    from testtime import figures
-    from testtime.io import AtomicGroup
     from testtime.report import build_report
+    from testtime.report.outputs import check_report_paths, write_report
     from testtime.selection.pipeline import check_selection_steps
 
     cfg = load_cli_config(args)
-    check_outputs(args, cfg)
+    paths = output_paths(args)
+    check_report_paths(paths, cfg)
     for path in [args.per_prompt, *args.selections]:
         if not Path(path).is_file():
             raise FileNotFoundError(f"input {path!r} does not exist")
@@ -155,49 +87,9 @@ def run(args: argparse.Namespace) -> None:
     rep = build_report(
         cfg, pd.read_parquet(args.per_prompt), selections, allow_partial=args.allow_partial
     )
-    in_table = set(rep.bpb["method"])
-    methods = [v for v in rep.rows if v.name in in_table]
+    write_report(rep, cfg, paths, per_prompt=args.per_prompt)
+
     labels = {v.name: v.label for v in rep.rows}
-
-    outputs = {
-        args.bpb_csv: rep.bpb.to_csv(index=False, float_format="%.6g"),
-        args.uncertainty_csv: rep.uncertainty.to_csv(index=False, float_format="%.6g"),
-        args.bpb_vs_steps_csv: rep.steps[["method", "steps", "bpb_mean"]].to_csv(
-            index=False, float_format="%.6g"
-        ),
-        args.table_md: figures.table_markdown(rep.bpb, methods, rep.relative),
-        args.table_tex: figures.table_latex(rep.bpb, methods, rep.relative),
-    }
-    # Every file goes to a temporary first; all are renamed only once all are written, so a
-    # failure (full disk, read-only directory) leaves the previous report whole.
-    with AtomicGroup() as out:
-        for path, text in outputs.items():
-            out.write_text(path, text)
-        out.write_json(args.metrics, rep.metrics)
-        figures.plot_uncertainty(
-            rep.uncertainty,
-            cfg["report"]["bins"],
-            rep.metrics["sigma_bpb_pearson"] or float("nan"),
-            rep.metrics["sigma_bpb_spearman"] or float("nan"),
-            args.uncertainty_plot,
-            group=out,
-        )
-        figures.plot_bpb_vs_steps(rep.steps, labels, args.steps_plot, group=out)
-        figures.plot_adaptive(rep.steps, rep.adaptive, args.adaptive_plot, group=out)
-        figures.plot_uncertainty_gain(
-            rep.gain, rep.metrics.get("uncertainty", {}), args.uncertainty_gain_plot, group=out
-        )
-        if args.lambda_sweep_plot:
-            bpb = rep.metrics["bpb"]
-            refs = {labels[m]: bpb[m] for m in ("nn", "base") if m in bpb}
-            figures.plot_lambda_sweep(rep.lambda_sweep, refs, args.lambda_sweep_plot, group=out)
-        if args.memory_curve_md:
-            out.write_text(args.memory_curve_md, figures.memory_curve_markdown(rep.memory_curve))
-            figures.plot_memory_curve(rep.memory_curve, args.memory_curve_plot, group=out)
-        extra = {"per_prompt": args.per_prompt, "partial": rep.metrics["partial"]}
-        for path in [args.bpb_csv, args.metrics]:
-            out.write_run_json(path, cfg, seed=cfg["seed"], extra=extra)
-
     summary = rep.bpb[rep.bpb["domain"] == "all"]
     print(
         " | ".join(

@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> None:
     from testtime.device import resolve_device
     from testtime.io import AtomicGroup, check_output
     from testtime.methods import variant_by_name
-    from testtime.seeding import generator_for
+    from testtime.seeding import selection_generator
     from testtime.selection.pipeline import (
         read_candidates,
         read_embeddings,
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> None:
     prompts = read_embeddings([args.prompt_embeddings], "--prompt-embeddings")
 
     def generator_of(prompt_id: int):
-        return generator_for(seed, prompt_id, variant.name)
+        return selection_generator(seed, prompt_id, variant.name)
 
     start = time.perf_counter()
     table = select_table(
