@@ -350,9 +350,16 @@ def test_pull_in_a_fresh_clone_reruns_nothing(
     assert len(bad.stderr.strip().splitlines()) == 1, bad.stderr
     assert _outputs_tree(clone) == before
 
-    # incomplete push: the objects of one output are gone from the remote
-    missing = next((remote / "files" / "md5").rglob("*.dir"))
-    shutil.rmtree(remote / "files" / "md5" / missing.parent.name)
+    # incomplete push: the objects of one output (data/tiny/selections) are gone from the remote;
+    # chosen by name, since which .dir object sorts first changes with any figure's bytes
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    md5 = next(
+        out["md5"]
+        for stage in lock["stages"].values()
+        for out in stage.get("outs", [])
+        if out["path"] == "data/tiny/selections"
+    )
+    shutil.rmtree(remote / "files" / "md5" / md5[:2])
     fresh = _clone(project, tmp_path / "fresh")
     partial = _sh(fresh, "scripts/dvc-pull.py", ok=False)
     assert partial.returncode != 0
